@@ -1,0 +1,119 @@
+# mailsplice: one build. BPF objects -> skeleton headers (bpftool) -> daemon -> tests.
+#
+#   make deps    install every dependency from Debian packages (root)
+#   make         build/mailspliced, build/toml-decode
+#   make test    unit + conformance + integration suites, one summary line
+#   make vmtest  kernel-path tests under QEMU, per kernel in vmtest/kernels
+#   make format  apply .clang-format
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+B       := build
+
+CC      ?= cc
+CLANG   ?= clang
+BPFTOOL ?= bpftool
+PKGS    := libevent libevent_openssl libevent_pthreads openssl libbpf jansson \
+           libnl-3.0 libnl-idiag-3.0 libcap libsystemd
+
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+           -Wmissing-prototypes -Wno-unused-parameter -Wno-format-truncation \
+           -fno-strict-aliasing \
+           -Iinclude -I$(B) $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
+
+# Everything in daemon/ except main.c goes into one archive shared by the
+# daemon, the tools, the unit tests and the fuzz targets.
+LIB_SRCS  := $(filter-out daemon/main.c,$(sort $(wildcard daemon/*.c)))
+LIB_OBJS  := $(LIB_SRCS:%.c=$(B)/%.o)
+LIB       := $(B)/libmailsplice.a
+HDRS      := $(wildcard include/*.h)
+
+BPF_SRCS  := $(sort $(wildcard bpf/*.bpf.c))
+BPF_OBJS  := $(BPF_SRCS:bpf/%.bpf.c=$(B)/%.bpf.o)
+BPF_SKELS := $(BPF_SRCS:bpf/%.bpf.c=$(B)/%.skel.h)
+
+UNIT_SRCS  := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
+TOOL_SRCS  := $(sort $(wildcard tools/*.c))
+TOOL_BINS  := $(TOOL_SRCS:tools/%.c=$(B)/%)
+BENCH_SRCS := $(sort $(wildcard bench/*.c))
+BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(B)/bench/%)
+
+.PHONY: all deps test unit check-format format vmtest clean install bench
+.DELETE_ON_ERROR:
+
+all: $(B)/mailspliced $(TOOL_BINS) $(BPF_OBJS)
+
+deps:
+	sh tools/deps.sh
+
+# --- BPF: vmlinux.h from the running kernel's BTF, CO-RE objects, skeletons ---
+$(B)/vmlinux.h:
+	@mkdir -p $(@D)
+	@if [ -r /sys/kernel/btf/vmlinux ]; then \
+		$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $@; \
+	else \
+		echo "NOTE: no /sys/kernel/btf/vmlinux on this build host;" \
+		     "using the checked-in bpf/vmlinux-min.h" >&2; \
+		cp bpf/vmlinux-min.h $@; \
+	fi
+
+$(B)/%.bpf.o: bpf/%.bpf.c $(B)/vmlinux.h $(wildcard include/*_bpf.h)
+	@mkdir -p $(@D)
+	$(CLANG) -O2 -g -Wall -Werror -target bpf -D__TARGET_ARCH_x86 \
+		-I$(B) -Iinclude -c $< -o $@
+	llvm-strip -g $@ 2>/dev/null || true
+
+$(B)/%.skel.h: $(B)/%.bpf.o
+	$(BPFTOOL) gen skeleton $< > $@
+
+# --- daemon ---
+$(B)/daemon/%.o: daemon/%.c $(HDRS) $(BPF_SKELS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/mailspliced: $(B)/daemon/main.o $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(B)/%: tools/%.c $(LIB) $(HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
+$(B)/bench/%: bench/%.c $(LIB) $(HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
+# --- tests ---
+$(B)/tests/%: tests/unit/%.c $(LIB) $(HDRS) tests/unit/unit.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS) -lcmocka
+
+unit: all $(UNIT_BINS)
+
+test: all $(UNIT_BINS)
+	@tests/run-all
+
+vmtest: all $(UNIT_BINS)
+	@vmtest/run-matrix
+
+bench: all $(BENCH_BINS)
+	@bench/run
+
+format:
+	clang-format -i $(wildcard daemon/*.c include/*.h tools/*.c tests/unit/*.[ch] bpf/*.c tests/fuzz/*.c)
+
+check-format:
+	@clang-format --dry-run -Werror $(wildcard daemon/*.c include/*.h tools/*.c tests/unit/*.[ch] bpf/*.c tests/fuzz/*.c)
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(B)/mailspliced $(DESTDIR)$(PREFIX)/sbin/mailspliced
+
+clean:
+	rm -rf $(B)
