@@ -333,6 +333,25 @@ static void check_file(struct loader *l, unsigned line, const char *key, const c
 		errorf(l, line, key, "%s: %s", path, strerror(errno));
 }
 
+/* A private key or token: also must not be readable by everyone. A
+ * world-readable secret on a mail host is an incident; refusing to start
+ * is the cheapest moment to learn about it. */
+static void check_secret_file(struct loader *l, unsigned line, const char *key, const char *path)
+{
+	struct stat st;
+
+	if (!l->check_files || !path)
+		return;
+	if (access(path, R_OK) != 0) {
+		errorf(l, line, key, "%s: %s", path, strerror(errno));
+		return;
+	}
+	if (stat(path, &st) == 0 && (st.st_mode & S_IROTH))
+		errorf(l, line, key,
+		       "%s is readable by every user (mode %04o); chmod o-r it (e.g. 0640 or 0600)",
+		       path, (unsigned)(st.st_mode & 07777));
+}
+
 static unsigned line_of(const struct toml_value *t, const char *key)
 {
 	const struct toml_value *v = toml_get(t, key);
@@ -450,8 +469,8 @@ static void load_tls(struct loader *l, const struct toml_value *root)
 				       "missing (path of the PEM private key)");
 			check_file(l, line_of(kv->value, "cert"),
 			           kname(kb, sizeof(kb), table, "cert"), cc->cert);
-			check_file(l, line_of(kv->value, "key"),
-			           kname(kb, sizeof(kb), table, "key"), cc->key);
+			check_secret_file(l, line_of(kv->value, "key"),
+			                  kname(kb, sizeof(kb), table, "key"), cc->key);
 			defaults += cc->is_default;
 		}
 		if (defaults > 1)
@@ -690,8 +709,8 @@ static void load_destination(struct loader *l, struct cfg_destination *d,
 		       "tls_client_cert and tls_client_key go together");
 	check_file(l, line_of(t, "tls_client_cert"),
 	           kname(kb, sizeof(kb), table, "tls_client_cert"), d->tls_client_cert);
-	check_file(l, line_of(t, "tls_client_key"), kname(kb, sizeof(kb), table, "tls_client_key"),
-	           d->tls_client_key);
+	check_secret_file(l, line_of(t, "tls_client_key"),
+	                  kname(kb, sizeof(kb), table, "tls_client_key"), d->tls_client_key);
 	size_t n_src = 0;
 	unsigned src_line = 0;
 	char **src = get_str_array(l, t, table, "source_ips", &n_src, &src_line);
@@ -931,7 +950,8 @@ static void load_caps(struct loader *l, struct cfg_caps *cc, enum proto p,
 	check_keys(l, t, table, keys_of[p]);
 	if (advertise_key[p] && toml_get(t, advertise_key[p])) {
 		cc->has_advertise = true;
-		cc->advertise = get_str_array(l, t, table, advertise_key[p], &cc->n_advertise, NULL);
+		cc->advertise =
+		        get_str_array(l, t, table, advertise_key[p], &cc->n_advertise, NULL);
 	}
 	if (toml_get(t, "sasl")) {
 		unsigned line = 0;
@@ -995,10 +1015,9 @@ static void load_oauth(struct loader *l, const struct toml_value *root)
 
 static void load_http(struct loader *l, const struct toml_value *root)
 {
-	static const char *const http_keys[] = {"body_extract_cap",    "max_head_size",
-	                                        "relay_idle",          "keepalive_timeout",
-	                                        "max_keepalive_requests", "route",
-	                                        NULL};
+	static const char *const http_keys[] = {
+	        "body_extract_cap",       "max_head_size", "relay_idle", "keepalive_timeout",
+	        "max_keepalive_requests", "route",         NULL};
 	static const char *const route_keys[] = {"match", "destination", "extract", "fallback",
 	                                         NULL};
 	static const char *const extract_keys[] = {"from", "regex", "param", "header", NULL};
@@ -1100,7 +1119,7 @@ static void load_admin(struct loader *l, const struct toml_value *root)
 	if (!c->admin_cert != !c->admin_key)
 		errorf(l, t->line, "admin.cert", "cert and key go together");
 	check_file(l, line_of(t, "cert"), "admin.cert", c->admin_cert);
-	check_file(l, line_of(t, "key"), "admin.key", c->admin_key);
+	check_secret_file(l, line_of(t, "key"), "admin.key", c->admin_key);
 	c->admin_min_token_len = (unsigned)get_int(l, t, "admin", "min_token_len", 32, 1, 4096);
 	c->admin_lockout_threshold =
 	        (unsigned)get_int(l, t, "admin", "lockout_threshold", 5, 0, 1000000);
@@ -1122,7 +1141,7 @@ static void load_admin(struct loader *l, const struct toml_value *root)
 		                                             : "PROXY_ADMIN_TOKEN";
 		token_line = t->line;
 	} else if (c->admin_token_file) {
-		check_file(l, token_line, token_key, c->admin_token_file);
+		check_secret_file(l, token_line, token_key, c->admin_token_file);
 		c->admin_token = read_token_file(l, token_line, c->admin_token_file);
 	} else if (toml_get(t, "bearer_token")) {
 		c->admin_token = get_str(l, t, "admin", "bearer_token", NULL);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -37,6 +38,8 @@ static int setup(void **state)
 	write_file(key_path, "key\n");
 	write_file(map_path, "alice@example.org new\n");
 	write_file(token_path, "0123456789abcdef0123456789abcdef\n");
+	chmod(key_path, 0600);
+	chmod(token_path, 0600);
 	return 0;
 }
 
@@ -49,35 +52,35 @@ static int teardown(void **state)
 
 /* A valid base; each test appends or substitutes one part. Line numbers
  * below count from the first line of the file. */
-#define TLS_PART                                                                                  \
-	"[tls.certificate.default]\n"  /* 1 */                                                    \
-	"cert = \"@CERT@\"\n"          /* 2 */                                                    \
-	"key = \"@KEY@\"\n"            /* 3 */                                                    \
-	"default = true\n"             /* 4 */
-#define ROUTING_PART                                                                              \
-	"[routing]\n"                          /* 5 */                                            \
-	"default_destination = \"legacy\"\n"   /* 6 */                                            \
-	"[mapping]\n"                          /* 7 */                                            \
-	"source = \"file\"\n"                  /* 8 */                                            \
-	"[mapping.file]\n"                     /* 9 */                                            \
-	"path = \"@MAP@\"\n"                   /* 10 */
-#define DEST_PART                                                                                 \
-	"[destination.legacy]\n"               /* 11 */                                           \
-	"host = \"legacy.example.net\"\n"      /* 12 */                                           \
-	"forwarding = \"xclient\"\n"           /* 13 */                                           \
-	"[destination.legacy.protocol.imap]\n" /* 14 */                                           \
-	"port = 143\n"                         /* 15 */                                           \
-	"tls = \"starttls\"\n"                 /* 16 */                                           \
-	"[destination.new]\n"                  /* 17 */                                           \
-	"host = \"new.example.net\"\n"         /* 18 */                                           \
-	"[destination.new.protocol.imap]\n"    /* 19 */                                           \
-	"port = 993\n"                         /* 20 */                                           \
+#define TLS_PART                                                                                   \
+	"[tls.certificate.default]\n" /* 1 */                                                      \
+	"cert = \"@CERT@\"\n"         /* 2 */                                                      \
+	"key = \"@KEY@\"\n"           /* 3 */                                                      \
+	"default = true\n"            /* 4 */
+#define ROUTING_PART                                                                               \
+	"[routing]\n"                        /* 5 */                                               \
+	"default_destination = \"legacy\"\n" /* 6 */                                               \
+	"[mapping]\n"                        /* 7 */                                               \
+	"source = \"file\"\n"                /* 8 */                                               \
+	"[mapping.file]\n"                   /* 9 */                                               \
+	"path = \"@MAP@\"\n"                 /* 10 */
+#define DEST_PART                                                                                  \
+	"[destination.legacy]\n"               /* 11 */                                            \
+	"host = \"legacy.example.net\"\n"      /* 12 */                                            \
+	"forwarding = \"xclient\"\n"           /* 13 */                                            \
+	"[destination.legacy.protocol.imap]\n" /* 14 */                                            \
+	"port = 143\n"                         /* 15 */                                            \
+	"tls = \"starttls\"\n"                 /* 16 */                                            \
+	"[destination.new]\n"                  /* 17 */                                            \
+	"host = \"new.example.net\"\n"         /* 18 */                                            \
+	"[destination.new.protocol.imap]\n"    /* 19 */                                            \
+	"port = 993\n"                         /* 20 */                                            \
 	"tls = \"implicit\"\n"                 /* 21 */
-#define LISTENER_PART                                                                             \
-	"[listener.imap]\n"                    /* 22 */                                           \
-	"protocol = \"imap\"\n"                /* 23 */                                           \
-	"bind = [\"127.0.0.1:1143\"]\n"        /* 24 */                                           \
-	"tls = \"starttls\"\n"                 /* 25 */
+#define LISTENER_PART                                                                              \
+	"[listener.imap]\n"             /* 22 */                                                   \
+	"protocol = \"imap\"\n"         /* 23 */                                                   \
+	"bind = [\"127.0.0.1:1143\"]\n" /* 24 */                                                   \
+	"tls = \"starttls\"\n"          /* 25 */
 #define BASE TLS_PART ROUTING_PART DEST_PART LISTENER_PART
 
 /* Substitute the @FILE@ placeholders and load. */
@@ -201,9 +204,9 @@ static void test_unknown_key(void **state)
 /* Rule: default_destination names a declared destination. */
 static void test_default_destination_declared(void **state)
 {
-	assert_null(load(replaced("default_destination = \"legacy\"",
-	                          "default_destination = \"lagacy\""),
-	                 true));
+	assert_null(load(
+	        replaced("default_destination = \"legacy\"", "default_destination = \"lagacy\""),
+	        true));
 	expect_error(6, "routing.default_destination", "no [destination.lagacy] is declared");
 }
 
@@ -259,7 +262,8 @@ static void test_plaintext_needs_allow(void **state)
 	c = load(replaced("forwarding = \"xclient\"\n",
 	                  "forwarding = \"xclient\"\nallow_plaintext_auth = 1\n"),
 	         true);
-	expect_error(14, "destination.legacy.allow_plaintext_auth", "expected boolean, found integer");
+	expect_error(14, "destination.legacy.allow_plaintext_auth",
+	             "expected boolean, found integer");
 	assert_null(c);
 }
 
@@ -276,7 +280,8 @@ static void test_admin_tls_implicit(void **state)
 static void test_missing_files(void **state)
 {
 	char text[4096];
-	snprintf(text, sizeof(text), "%s", replaced("cert = \"@CERT@\"", "cert = \"/nonexistent/c.pem\""));
+	snprintf(text, sizeof(text), "%s",
+	         replaced("cert = \"@CERT@\"", "cert = \"/nonexistent/c.pem\""));
 	assert_null(load(text, true));
 	expect_error(2, "tls.certificate.default.cert", "/nonexistent/c.pem");
 	expect_error(2, "tls.certificate.default.cert", "No such file");
@@ -294,15 +299,32 @@ static void test_missing_files(void **state)
 static void test_short_token(void **state)
 {
 	write_file(token_path, "short\n");
-	assert_null(load(BASE "[admin]\nbind = \"127.0.0.1:9443\"\nbearer_token_file = \"@TOKEN@\"\n",
+	assert_null(load(BASE
+	                 "[admin]\nbind = \"127.0.0.1:9443\"\nbearer_token_file = \"@TOKEN@\"\n",
 	                 true));
-	expect_error(28, "admin.bearer_token_file", "5 characters long, shorter than min_token_len");
+	expect_error(28, "admin.bearer_token_file",
+	             "5 characters long, shorter than min_token_len");
 	write_file(token_path, "0123456789abcdef0123456789abcdef\n");
 	struct config *c = load(
 	        BASE "[admin]\nbind = \"127.0.0.1:9443\"\nbearer_token_file = \"@TOKEN@\"\n", true);
 	assert_non_null(c);
 	assert_string_equal(c->admin_token, "0123456789abcdef0123456789abcdef");
 	config_free(c);
+}
+
+/* Rule: private keys and tokens are not world-readable. */
+static void test_world_readable_secrets(void **state)
+{
+	chmod(key_path, 0644);
+	assert_null(load(BASE, true));
+	expect_error(3, "tls.certificate.default.key", "readable by every user (mode 0644)");
+	chmod(key_path, 0600);
+	chmod(token_path, 0604);
+	assert_null(load(BASE
+	                 "[admin]\nbind = \"127.0.0.1:9443\"\nbearer_token_file = \"@TOKEN@\"\n",
+	                 true));
+	expect_error(28, "admin.bearer_token_file", "readable by every user");
+	chmod(token_path, 0600);
 }
 
 /* Extension: default_domain and login form. */
@@ -343,7 +365,8 @@ static void test_all_errors_reported(void **state)
 static void test_master_separators(void **state)
 {
 	struct config *c = load(
-	        replaced("[mapping]\n", "master_user_separators = [\"*\", \"%\"]\n[mapping]\n"), true);
+	        replaced("[mapping]\n", "master_user_separators = [\"*\", \"%\"]\n[mapping]\n"),
+	        true);
 	assert_non_null(c);
 	assert_string_equal(c->master_separators, "*%");
 	config_free(c);
@@ -368,6 +391,7 @@ int main(void)
 	        cmocka_unit_test(test_admin_tls_implicit),
 	        cmocka_unit_test(test_missing_files),
 	        cmocka_unit_test(test_short_token),
+	        cmocka_unit_test(test_world_readable_secrets),
 	        cmocka_unit_test(test_extensions),
 	        cmocka_unit_test(test_unserved),
 	        cmocka_unit_test(test_all_errors_reported),
