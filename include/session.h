@@ -1,0 +1,190 @@
+/*
+ * One client session, shared by every protocol.
+ *
+ *   accept -> [PROXY header from a trusted balancer] -> [implicit TLS]
+ *     -> protocol login dialogue (proto_ops)           client leg only
+ *     -> session_login(): canonical account, route, connect, backend TLS,
+ *        PROXY header                                  core
+ *     -> protocol backend dialogue: greeting, STARTTLS, announcement,
+ *        login replay, verdict to the client            proto_ops
+ *     -> session_login_succeeded(): hand both legs to the data path
+ *
+ * Everything happens on the worker thread that accepted the connection.
+ * Protocol modules never touch sockets: they read s->client.in /
+ * s->backend.in and write through the helpers below.
+ */
+#ifndef MAILSPLICE_SESSION_H
+#define MAILSPLICE_SESSION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "announce.h"
+#include "config.h"
+#include "conn.h"
+#include "registry.h"
+
+struct session;
+struct worker;
+struct relay;
+
+/* Why a login could not reach a backend. */
+enum backend_failure {
+	BACKEND_FAIL_UNAVAILABLE, /* down, unreachable, refused, TLS/pin failure, timeout */
+	BACKEND_FAIL_LOOKUP,      /* the mapping store could not answer */
+	BACKEND_FAIL_BAD_LOGIN,   /* the identifier cannot be an account */
+};
+
+struct proto_ops {
+	const char *name;
+	/* send the greeting (client leg ready, TLS done if implicit) */
+	void (*greet)(struct session *s);
+	/* bytes arrived in s->client.in before the login completed */
+	void (*client_input)(struct session *s);
+	/* backend leg connected (implicit TLS done, PROXY header sent) */
+	void (*backend_ready)(struct session *s);
+	/* bytes arrived in s->backend.in */
+	void (*backend_input)(struct session *s);
+	/* the backend STARTTLS handshake completed */
+	void (*backend_tls_done)(struct session *s);
+	/* session_login could not get a backend: tell the client */
+	void (*backend_failed)(struct session *s, enum backend_failure why);
+	/* preauth_timeout expired / server shutting down: say goodbye */
+	void (*goodbye)(struct session *s, const char *why);
+	/* release the protocol state (wipe secrets) */
+	void (*free)(struct session *s);
+};
+
+extern const struct proto_ops imap_ops;
+/* Weak references: a protocol whose module is not linked in is refused
+ * politely with its own temporary error. */
+extern const struct proto_ops pop3_ops __attribute__((weak));
+extern const struct proto_ops submission_ops __attribute__((weak));
+extern const struct proto_ops sieve_ops __attribute__((weak));
+extern const struct proto_ops smtp_passthrough_ops __attribute__((weak));
+
+enum session_phase {
+	PHASE_PROXY_HEADER, /* waiting for a balancer's PROXY header */
+	PHASE_CLIENT_TLS,   /* implicit TLS handshake */
+	PHASE_LOGIN,        /* protocol dialogue with the client */
+	PHASE_BACKEND,      /* connecting / talking to the backend */
+	PHASE_RELAY,        /* data path */
+	PHASE_CLOSING,
+};
+
+struct session {
+	struct worker *w;
+	const struct config *cfg;
+	const struct cfg_listener *ls;
+	size_t listener_index;
+	const struct proto_ops *ops;
+	void *proto; /* the protocol's state */
+	enum session_phase phase;
+
+	struct live_session live; /* registry entry: id, account, state */
+	char id[17];
+	uint64_t started_us;
+
+	struct conn client;
+	struct conn backend;
+	bool backend_open;
+
+	struct sockaddr_storage peer;  /* real client (after a PROXY header) */
+	struct sockaddr_storage local; /* address the client connected to */
+	char peer_str[64];
+
+	/* client TLS */
+	bool client_tls;
+	char sni[256];
+	size_t starttls_discarded;
+
+	/* login */
+	unsigned auth_attempts;
+	char login_user[256]; /* as sent by the client */
+	char account[256];    /* canonical */
+	int dest;             /* destination index, -1 before routing */
+	const struct cfg_destination *d;
+	const struct cfg_endpoint *ep;
+	bool routed_to_default;
+
+	/* backend connect */
+	struct sockaddr_storage *addrs;
+	size_t n_addrs, addr_next;
+	unsigned connect_round;
+	struct evdns_getaddrinfo_request *dns_req;
+	char backend_err[200];
+	bool backend_tls;
+
+	struct event *timer;  /* preauth_timeout (whole login), then close flush */
+	struct event *btimer; /* backend_timeout */
+	struct event *retry;  /* backend_connect_retries spacing */
+	struct event *pp_ev;  /* reading a balancer's PROXY header */
+	struct event *end_ev; /* deferred end: frees the session */
+	bool ending, closing;
+	bool starttls_pending;
+	bool dns_pending;
+	bool backend_connected;        /* TCP connect completed */
+	bool backend_implicit_pending; /* implicit TLS handshake under way */
+
+	struct relay *relay;
+	const char *end_reason;
+	uint64_t bytes_up, bytes_down;
+	const char *path_up, *path_down;
+
+	struct session *prev, *next; /* the worker's list */
+};
+
+/* Accept: create a session for fd on worker w. Takes ownership of fd. */
+void session_accept(struct worker *w, size_t listener_index, int fd,
+                    const struct sockaddr_storage *peer);
+
+/* ---- for protocol modules: the client leg ---- */
+
+void session_reply(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void session_reply_raw(struct session *s, const void *data, size_t len);
+/* Flush what was queued, then close; reason goes to the session log line. */
+void session_close(struct session *s, const char *reason);
+/* Switch the client leg to TLS after the "go ahead" reply was queued. */
+void session_client_starttls(struct session *s);
+bool session_client_secure(const struct session *s);
+/* Whether a plaintext login may be accepted on this leg now. */
+bool session_plain_auth_allowed(const struct session *s);
+/* Stop/resume reading the client while the backend works. */
+void session_client_pause(struct session *s, bool pause);
+
+/* ---- the login ---- */
+
+/* Route login_user (as the client sent it) and connect the backend.
+ * Ends in ops->backend_ready or ops->backend_failed. */
+void session_login(struct session *s, const char *login_user);
+/* No login (SMTP on port 25): connect smtp_passthrough_destination now.
+ * Ends in ops->backend_ready or ops->backend_failed, like session_login. */
+void session_connect_passthrough(struct session *s);
+/* The user name to replay, per the destination's login form. */
+const char *session_replay_user(const struct session *s);
+/* Announcement data for this session. */
+void session_announce_info(const struct session *s, struct announce_info *info);
+
+/* ---- for protocol modules: the backend leg ---- */
+
+void session_backend_send(struct session *s, const void *data, size_t len);
+void session_backend_printf(struct session *s, const char *fmt, ...)
+        __attribute__((format(printf, 2, 3)));
+void session_backend_starttls(struct session *s);
+/* The backend refused the login (or misbehaved): drop the backend leg and
+ * count an attempt. Returns false when max_auth_attempts is reached (the
+ * protocol then says goodbye and closes). */
+bool session_login_failed(struct session *s, const char *why);
+/* The backend dialogue broke (bad greeting, STARTTLS refused, ...):
+ * counts toward the circuit breaker, calls ops->backend_failed. */
+void session_backend_broken(struct session *s, const char *why);
+/* The backend accepted the login and its reply was queued to the client:
+ * hand both legs to the data path. */
+void session_login_succeeded(struct session *s);
+
+/* Kick / shutdown (worker thread). */
+void session_abort(struct session *s, const char *reason);
+
+#endif
