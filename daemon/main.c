@@ -1,0 +1,389 @@
+/*
+ * mailspliced: arguments, start-up, signals, shutdown.
+ *
+ *   mailspliced [-c FILE] [--check]
+ *
+ * Exit status: 0 clean exit (or --check passed), 1 start-up failure
+ * (bind, TLS, BPF forced but unavailable), 2 configuration error.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <systemd/sd-daemon.h>
+
+#include "admin.h"
+#include "config.h"
+#include "log.h"
+#include "mapping.h"
+#include "privdrop.h"
+#include "registry.h"
+#include "relay.h"
+#include "server.h"
+#include "tls.h"
+#include "util.h"
+
+#define DEFAULT_CONFIG "/etc/mailsplice/mailsplice.toml"
+#define DRAIN_POLL_MS  100
+#define VERSION        "0.1.0"
+
+static struct server srv;
+static struct event_base *main_base;
+static struct event *drain_timer;
+static uint64_t drain_deadline;
+static bool stopping;
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+	        "usage: mailspliced [-c FILE] [--check]\n"
+	        "  -c, --config FILE  configuration (default: $PROXY_CONFIG, then " DEFAULT_CONFIG
+	        ")\n"
+	        "      --check        validate the configuration, print a summary, exit\n"
+	        "  -V, --version      print the version\n");
+}
+
+/* ---- --check ---- */
+
+static void print_summary(const struct config *cfg, size_t entries)
+{
+	printf("configuration %s: OK\n", cfg->path);
+	printf("listeners: %zu\n", cfg->n_listeners);
+	for (size_t i = 0; i < cfg->n_listeners; i++) {
+		const struct cfg_listener *ls = &cfg->listeners[i];
+		printf("  %-16s %-12s %-9s", ls->name, proto_name(ls->protocol),
+		       tls_mode_name(ls->tls));
+		for (size_t b = 0; b < ls->n_binds; b++)
+			printf(" %s", ls->binds[b].text);
+		printf("\n");
+	}
+	printf("destinations: %zu\n", cfg->n_dests);
+	for (size_t i = 0; i < cfg->n_dests; i++) {
+		const struct cfg_destination *d = &cfg->dests[i];
+		printf("  %-16s %s forwarding=%s%s", d->name, d->host,
+		       forwarding_name(d->forwarding),
+		       (int)i == cfg->default_dest ? " (default)" : "");
+		for (int p = 0; p < PROTO_COUNT; p++) {
+			if (d->endpoint[p].present)
+				printf(" %s:%u/%s", proto_name((enum proto)p), d->endpoint[p].port,
+				       tls_mode_name(d->endpoint[p].tls));
+		}
+		printf("\n");
+	}
+	if (strcmp(cfg->mapping_source, "file") == 0)
+		printf("mapping: file %s, %zu entries\n", cfg->mapping_file, entries);
+	else
+		printf("mapping: %s\n", cfg->mapping_source);
+	if (cfg->admin_enabled)
+		printf("admin: https://%s/\n", cfg->admin_bind.text);
+	for (size_t i = 0; i < cfg->n_unserved; i++)
+		printf("note: %s is accepted by --check but not served by this build: the daemon "
+		       "refuses to start with it\n",
+		       cfg->unserved[i]);
+}
+
+static int check(struct config *cfg)
+{
+	char err[1024];
+	size_t entries = 0;
+
+	if (strcmp(cfg->mapping_source, "file") == 0) {
+		struct mapping_file mf = {.path = xstrdup(cfg->mapping_file),
+		                          .rules = &cfg->rules,
+		                          .dest_names = cfg->dest_names,
+		                          .n_dests = cfg->n_dests};
+		if (!mapping_file_load(&mf, err, sizeof(err))) {
+			fprintf(stderr, "%s\n", err);
+			mapping_file_free(&mf);
+			return 2;
+		}
+		entries = strmap_len(&mf.table);
+		mapping_file_free(&mf);
+	}
+	/* the certificates must load and match their keys */
+	for (size_t i = 0; i < cfg->n_certs; i++) {
+		struct tls_cert_spec spec = {.id = cfg->certs[i].id,
+		                             .cert_file = cfg->certs[i].cert,
+		                             .key_file = cfg->certs[i].key,
+		                             .is_default = true};
+		struct tls_server *ts = tls_server_new(&spec, 1, NULL, err, sizeof(err));
+		if (!ts) {
+			fprintf(stderr, "%s:%u: tls.certificate.%s: %s\n", cfg->path,
+			        cfg->certs[i].line, cfg->certs[i].id, err);
+			return 2;
+		}
+		tls_server_free(ts);
+	}
+	print_summary(cfg, entries);
+	return 0;
+}
+
+/* ---- signals ---- */
+
+static void finish(void)
+{
+	stopping = true;
+	server_command(&srv, WORKER_CMD_STOP);
+	event_base_loopexit(main_base, NULL);
+}
+
+static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
+{
+	size_t active = atomic_load(&srv.active);
+
+	if (active == 0) {
+		log_msg(LOG_INFO, "shutdown", "state=drained");
+		finish();
+		return;
+	}
+	if (now_ms() >= drain_deadline) {
+		log_msg(LOG_INFO, "shutdown", "state=grace-expired sessions=%zu", active);
+		finish();
+		return;
+	}
+	struct timeval tv = {0, DRAIN_POLL_MS * 1000};
+	evtimer_add(drain_timer, &tv);
+}
+
+static void on_term(evutil_socket_t sig, short what, void *arg)
+{
+	if (drain_timer) {
+		/* a second signal: do not wait any longer */
+		log_msg(LOG_INFO, "shutdown", "state=forced");
+		finish();
+		return;
+	}
+	sd_notify(0, "STOPPING=1");
+	log_msg(LOG_INFO, "shutdown", "signal=%s grace_ms=%llu sessions=%zu",
+	        sig == SIGINT ? "INT" : "TERM", (unsigned long long)srv.cfg->shutdown_grace_ms,
+	        atomic_load(&srv.active));
+	atomic_store(&srv.draining, true);
+	admin_stop();
+	server_command(&srv, WORKER_CMD_DRAIN);
+	drain_deadline = now_ms() + srv.cfg->shutdown_grace_ms;
+	drain_timer = evtimer_new(main_base, on_drain_tick, NULL);
+	on_drain_tick(-1, 0, NULL);
+}
+
+static bool reload_mappings(char *msg, size_t len)
+{
+	size_t entries = 0, flushed = 0;
+	char err[1024];
+
+	if (!router_reload(&srv.router, &entries, &flushed, err, sizeof(err))) {
+		log_msg(LOG_ERROR, "mapping-reload", "result=failed kept=previous");
+		struct logbuf lb;
+		lb_init(&lb, LOG_ERROR, "mapping-reload");
+		lb_str(&lb, "error", err);
+		lb_emit(&lb);
+		snprintf(msg, len, "%s", err);
+		return false;
+	}
+	log_msg(LOG_INFO, "mapping-reload", "result=ok entries=%zu cache_flushed=%zu", entries,
+	        flushed);
+	snprintf(msg, len, "%zu entries, %zu cache entries flushed", entries, flushed);
+	return true;
+}
+
+static void on_hup(evutil_socket_t sig, short what, void *arg)
+{
+	char msg[1100];
+
+	sd_notify(0, "RELOADING=1");
+	reload_mappings(msg, sizeof(msg));
+	sd_notify(0, "READY=1");
+}
+
+/* /config/reload through the admin API: the listeners, destinations and
+ * TLS material of a running daemon are not swapped under live sessions;
+ * the mapping store is, and a changed file is validated so the operator
+ * learns now, not at the next restart, that it would not load. */
+static bool admin_reload_config(char *msg, size_t len)
+{
+	char err[4096];
+	struct config *fresh = config_load(srv.cfg->path, true, err, sizeof(err));
+
+	if (!fresh) {
+		snprintf(msg, len, "configuration invalid, nothing changed: %s", err);
+		return false;
+	}
+	config_free(fresh);
+	char m[1100];
+	if (!reload_mappings(m, sizeof(m))) {
+		snprintf(msg, len, "mapping reload failed: %s", m);
+		return false;
+	}
+	snprintf(msg, len,
+	         "configuration valid; mappings reloaded (%s); listener, destination and TLS "
+	         "changes take effect at restart",
+	         m);
+	return true;
+}
+
+/* Everything that needs root is done (listeners bound, BPF loaded, keys
+ * read); workers have not started, so the whole process changes at once.
+ * What stays: CAP_NET_ADMIN to reset spliced sockets through sock_diag
+ * (kicks), CAP_BPF to update the sockmap with new sessions' sockets. */
+static bool drop_privileges(const struct config *cfg, char *err, size_t errlen)
+{
+	cap_value_t keep[2];
+	size_t n = 0;
+
+	if (datapath_caps()->kernel_path) {
+		keep[n++] = CAP_NET_ADMIN;
+		keep[n++] = CAP_BPF;
+	}
+	if (!privdrop(cfg->user, cfg->group, keep, n, err, errlen))
+		return false;
+	log_msg(LOG_INFO, "privileges", "user=%s group=%s kept=%s", cfg->user,
+	        cfg->group ? cfg->group : "(primary)", n ? "cap_net_admin,cap_bpf" : "none");
+	return true;
+}
+
+static void log_startup(const struct config *cfg)
+{
+	for (size_t i = 0; i < cfg->n_listeners; i++) {
+		const struct cfg_listener *ls = &cfg->listeners[i];
+		for (size_t b = 0; b < ls->n_binds; b++)
+			log_msg(LOG_INFO, "listen", "listener=%s proto=%s tls=%s addr=%s", ls->name,
+			        proto_name(ls->protocol), tls_mode_name(ls->tls),
+			        ls->binds[b].text);
+	}
+	struct router_stats rs;
+	router_stats(&srv.router, &rs);
+	log_msg(LOG_INFO, "started", "version=%s workers=%zu mappings=%zu config=%s", VERSION,
+	        srv.n_workers, rs.mappings, cfg->path);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
+	                                         {"check", no_argument, NULL, 'C'},
+	                                         {"version", no_argument, NULL, 'V'},
+	                                         {"help", no_argument, NULL, 'h'},
+	                                         {NULL, 0, NULL, 0}};
+	const char *path = NULL;
+	bool check_only = false;
+	int opt;
+
+	while ((opt = getopt_long(argc, argv, "c:Vh", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'c':
+			path = optarg;
+			break;
+		case 'C':
+			check_only = true;
+			break;
+		case 'V':
+			printf("mailspliced %s\n", VERSION);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	/* "mailspliced FILE", as the reference proxy is started */
+	if (!path && optind < argc)
+		path = argv[optind++];
+	if (optind < argc) {
+		usage(stderr);
+		return 2;
+	}
+	if (!path)
+		path = getenv("PROXY_CONFIG");
+	if (!path)
+		path = DEFAULT_CONFIG;
+
+	signal(SIGPIPE, SIG_IGN);
+	static char err[65536];
+	struct config *cfg = config_load(path, true, err, sizeof(err));
+	if (!cfg) {
+		fputs(err, stderr);
+		return 2;
+	}
+	if (check_only) {
+		int r = check(cfg);
+		config_free(cfg);
+		return r;
+	}
+	if (cfg->n_unserved) {
+		for (size_t i = 0; i < cfg->n_unserved; i++)
+			fprintf(stderr,
+			        "%s: refusing to start: %s is configured but not served by this "
+			        "build (remove it, or run --check to validate only)\n",
+			        path, cfg->unserved[i]);
+		config_free(cfg);
+		return 2;
+	}
+	if (cfg->log_level < 0)
+		log_set_fd(-1);
+	else
+		log_set_level((enum log_level)cfg->log_level);
+
+	raise_fd_limit();
+	if (!datapath_init(cfg->data_path, err, sizeof(err))) {
+		log_msg(LOG_ERROR, "startup", "stage=datapath");
+		fprintf(stderr, "mailspliced: data path: %s\n", err);
+		return 1;
+	}
+	if (!server_init(&srv, cfg, err, sizeof(err))) {
+		fprintf(stderr, "mailspliced: %s\n", err);
+		return 1;
+	}
+	main_base = event_base_new();
+	if (!main_base) {
+		fprintf(stderr, "mailspliced: event_base_new failed\n");
+		return 1;
+	}
+	if (cfg->admin_enabled) {
+		struct admin_hooks hooks = {.reload_config = admin_reload_config,
+		                            .reload_mappings = reload_mappings};
+		SSL_CTX *ctx = srv.tls ? tls_server_default_ctx(srv.tls) : NULL;
+		if (!admin_start(main_base, cfg, &srv.router, ctx, &hooks, err, sizeof(err))) {
+			fprintf(stderr, "mailspliced: admin: %s\n", err);
+			return 1;
+		}
+	}
+	if (cfg->user && !drop_privileges(cfg, err, sizeof(err))) {
+		fprintf(stderr, "mailspliced: %s\n", err);
+		return 1;
+	}
+	struct event *ev_term = evsignal_new(main_base, SIGTERM, on_term, NULL);
+	struct event *ev_int = evsignal_new(main_base, SIGINT, on_term, NULL);
+	struct event *ev_hup = evsignal_new(main_base, SIGHUP, on_hup, NULL);
+	event_add(ev_term, NULL);
+	event_add(ev_int, NULL);
+	event_add(ev_hup, NULL);
+	if (!server_start_workers(&srv, err, sizeof(err))) {
+		fprintf(stderr, "mailspliced: %s\n", err);
+		return 1;
+	}
+	log_startup(cfg);
+	sd_notify(0, "READY=1");
+
+	event_base_dispatch(main_base);
+
+	if (!stopping)
+		finish();
+	server_join(&srv);
+	admin_stop();
+	event_free(ev_term);
+	event_free(ev_int);
+	event_free(ev_hup);
+	if (drain_timer)
+		event_free(drain_timer);
+	server_free(&srv);
+	datapath_shutdown();
+	event_base_free(main_base);
+	config_free(cfg);
+	log_msg(LOG_INFO, "stopped", "status=0");
+	return 0;
+}

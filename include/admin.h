@@ -1,0 +1,32 @@
+/*
+ * The admin API: HTTPS only, bearer token, on the main thread's event loop.
+ * Endpoints follow the Stalwart migration proxy's admin API so the same
+ * curl runbooks work; see docs/admin-api.md.
+ */
+#ifndef MAILSPLICE_ADMIN_H
+#define MAILSPLICE_ADMIN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <event2/event.h>
+#include <openssl/ssl.h>
+
+#include "config.h"
+#include "mapping.h"
+
+struct admin_hooks {
+	/* re-read and validate the configuration file; msg says what happened */
+	bool (*reload_config)(char *msg, size_t len);
+	/* re-read the mapping file */
+	bool (*reload_mappings)(char *msg, size_t len);
+};
+
+/* Bind [admin] bind and serve. tls: the context to present (the default
+ * [tls.certificate]), or NULL to use admin.cert/admin.key. */
+bool admin_start(struct event_base *base, const struct config *cfg, struct router *router,
+                 SSL_CTX *tls, const struct admin_hooks *hooks, char *err, size_t errlen);
+/* Stop accepting admin requests (shutdown). Safe to call twice. */
+void admin_stop(void);
+
+#endif
