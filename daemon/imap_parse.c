@@ -204,7 +204,8 @@ static enum step parse_args(struct cursor *c, struct imap_command *cmd)
 		}
 		/* arguments are separated by exactly one space, except just
 		 * inside parentheses */
-		bool after_open = cmd->n_args && cmd->args[cmd->n_args - 1].type == IMAP_ARG_LIST_START;
+		bool after_open =
+		        cmd->n_args && cmd->args[cmd->n_args - 1].type == IMAP_ARG_LIST_START;
 		if (ch == ')') {
 			if (depth == 0)
 				return fail(c, "unbalanced parentheses");
@@ -258,11 +259,8 @@ enum imap_parse_status imap_parse_command(const char *buf, size_t len,
                                           char *scratch, size_t scratch_len, size_t *consumed,
                                           unsigned *sync_literals, const char **error)
 {
-	struct cursor c = {.buf = buf,
-	                   .len = len,
-	                   .lim = lim,
-	                   .scratch = scratch,
-	                   .scratch_len = scratch_len};
+	struct cursor c = {
+	        .buf = buf, .len = len, .lim = lim, .scratch = scratch, .scratch_len = scratch_len};
 	enum step st;
 	size_t start;
 

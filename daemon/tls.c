@@ -117,8 +117,8 @@ static bool apply_protocol_opts(SSL_CTX *ctx, const struct tls_protocol_opts *o,
 {
 	SSL_CTX_set_options(ctx,
 	                    SSL_OP_ENABLE_KTLS | SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
-	if (!SSL_CTX_set_min_proto_version(ctx, o && o->min_version ? o->min_version
-	                                                           : TLS1_2_VERSION)) {
+	if (!SSL_CTX_set_min_proto_version(ctx,
+	                                   o && o->min_version ? o->min_version : TLS1_2_VERSION)) {
 		openssl_err(err, errlen, "min_version");
 		return false;
 	}

@@ -169,7 +169,7 @@ struct config {
 	enum data_path_mode data_path;
 	uint64_t backend_timeout_ms;
 	unsigned backend_connect_retries;
-	unsigned host_down_threshold;   /* consecutive failures; 0 disables */
+	unsigned host_down_threshold; /* consecutive failures; 0 disables */
 	uint64_t host_down_cooldown_ms;
 	unsigned host_down_min_clients; /* distinct clients that must fail */
 	uint64_t bridge_idle_ms;        /* idle limit after login */

@@ -122,9 +122,9 @@ static void test_id_list(void **state)
 	unsigned sync;
 	const char *err;
 
-	assert_int_equal(
-	        parse("i ID (\"name\" \"Thunderbird\" \"version\" NIL)\r\n", &cmd, &used, &sync, &err),
-	        IMAP_PARSE_COMPLETE);
+	assert_int_equal(parse("i ID (\"name\" \"Thunderbird\" \"version\" NIL)\r\n", &cmd, &used,
+	                       &sync, &err),
+	                 IMAP_PARSE_COMPLETE);
 	assert_int_equal(cmd.n_args, 6);
 	assert_int_equal(cmd.args[0].type, IMAP_ARG_LIST_START);
 	assert_string_equal(cmd.args[2].s, "Thunderbird");
@@ -212,11 +212,16 @@ static void test_quote(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	        cmocka_unit_test(test_login_atoms),      cmocka_unit_test(test_login_quoted_escapes),
-	        cmocka_unit_test(test_sync_literal_steps), cmocka_unit_test(test_nonsync_literal),
-	        cmocka_unit_test(test_literal_too_large), cmocka_unit_test(test_line_too_long),
-	        cmocka_unit_test(test_id_list),          cmocka_unit_test(test_bad_tags),
-	        cmocka_unit_test(test_authenticate_ir),  cmocka_unit_test(test_responses),
+	        cmocka_unit_test(test_login_atoms),
+	        cmocka_unit_test(test_login_quoted_escapes),
+	        cmocka_unit_test(test_sync_literal_steps),
+	        cmocka_unit_test(test_nonsync_literal),
+	        cmocka_unit_test(test_literal_too_large),
+	        cmocka_unit_test(test_line_too_long),
+	        cmocka_unit_test(test_id_list),
+	        cmocka_unit_test(test_bad_tags),
+	        cmocka_unit_test(test_authenticate_ir),
+	        cmocka_unit_test(test_responses),
 	        cmocka_unit_test(test_quote),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
