@@ -1,0 +1,115 @@
+"""`mailspliced -c FILE --check` on the Stalwart proxy's published configuration files.
+
+The reference files name /etc/proxy/... paths that do not exist here: --check must fail
+and name each missing file with its line. With those paths pointed at real files it
+must pass and print the summary. No backends, no root needed.
+"""
+
+import os
+import re
+import subprocess
+
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DAEMON = os.path.join(REPO_ROOT, "build", "mailspliced")
+REFERENCE = os.path.join(os.path.dirname(REPO_ROOT), "shared", "reference")
+FILES = ["config.sample.toml", "config.dovecot-postfix.toml", "config.stalwart-upgrade.toml"]
+
+
+def reference(name):
+    path = os.path.join(REFERENCE, name)
+    if not os.path.exists(path):
+        pytest.skip(f"reference configuration {path} not present in this checkout")
+    return path
+
+
+def run(*args, env=None):
+    e = dict(os.environ)
+    e.pop("PROXY_ADMIN_TOKEN", None)
+    e.pop("MAILSPLICE_ADMIN_TOKEN", None)
+    e.update(env or {})
+    return subprocess.run([DAEMON, *args], capture_output=True, text=True, env=e, timeout=30)
+
+
+def etc_proxy_lines(path):
+    """{"/etc/proxy/...": line number} for every referenced file."""
+    found = {}
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            code = line.split("#", 1)[0]
+            for m in re.finditer(r'"(/etc/proxy/[^"]+)"', code):
+                found[m.group(1)] = n
+    return found
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_reference_fails_naming_missing_files(name):
+    path = reference(name)
+    r = run("-c", path, "--check")
+    assert r.returncode == 2, r.stdout + r.stderr
+    wanted = etc_proxy_lines(path)
+    assert wanted, "the reference file should reference /etc/proxy files"
+    for file, line in wanted.items():
+        assert re.search(rf"^{re.escape(path)}:{line}: [a-z_.]+: {re.escape(file)}: No such file",
+                         r.stderr, re.M), f"{file} (line {line}) not reported:\n{r.stderr}"
+    # nothing but missing files is wrong with them
+    for err in r.stderr.strip().splitlines():
+        assert "No such file" in err, err
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_reference_passes_with_real_paths(name, tmp_path):
+    path = reference(name)
+    text = open(path).read()
+    for file in etc_proxy_lines(path):
+        local = tmp_path / file.lstrip("/").replace("/", "_")
+        if file.endswith(".token"):
+            local.write_text("x" * 40 + "\n")
+            local.chmod(0o600)
+        elif file.endswith((".tsv", ".txt", "mappings")):
+            local.write_text("# no mappings yet\n")
+        else:
+            local.write_text("placeholder\n")
+        text = text.replace(f'"{file}"', f'"{local}"')
+    # certificates must really load for --check: make one
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=mail.example.com",
+                    "-days", "2", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    key.chmod(0o600)
+    text = re.sub(r'cert = "[^"]+"', f'cert = "{cert}"', text)
+    text = re.sub(r'key = "[^"]+"', f'key = "{key}"', text)
+    local_cfg = tmp_path / name
+    local_cfg.write_text(text)
+    r = run("-c", str(local_cfg), "--check")
+    assert r.returncode == 0, r.stderr
+    assert f"configuration {local_cfg}: OK" in r.stdout
+    assert re.search(r"^listeners: \d+", r.stdout, re.M)
+    assert re.search(r"^mapping: file .* 0 entries", r.stdout, re.M)
+
+
+def test_config_error_exit_status_and_format(tmp_path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[server]\nthreads = "many"\n')
+    r = run("-c", str(cfg), "--check")
+    assert r.returncode == 2
+    assert f"{cfg}:2: server.threads: expected integer, found string" in r.stderr
+
+
+def test_toml_syntax_error_names_line(tmp_path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[server]\nthreads = 1\nhostname = "unterminated\n')
+    r = run("-c", str(cfg), "--check")
+    assert r.returncode == 2
+    assert r.stderr.startswith(f"{cfg}:3: ")
+
+
+def test_proxy_config_environment(tmp_path):
+    """PROXY_CONFIG names the file, as for the reference proxy."""
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[bogus]\n")
+    r = run("--check", env={"PROXY_CONFIG": str(cfg)})
+    assert r.returncode == 2
+    assert f"{cfg}:1: bogus: unknown key" in r.stderr

@@ -1,0 +1,152 @@
+"""Daemon lifecycle: SIGTERM drain, SIGHUP reload, refusing what it cannot serve (issue 2)."""
+
+import os
+import signal
+import ssl
+import subprocess
+import time
+
+import pytest
+
+from tests.harness.proxy import DAEMON, PROXY_ADDR, Proxy, connect
+
+PORT_OFFSET = int(os.environ.get("MS_PORT_OFFSET", "0"))
+IMAPS = 13993 + PORT_OFFSET
+
+
+def config(legacy, pki, extra=""):
+    cert, key = pki.issue("mail.proxy.test", ["mail.proxy.test", PROXY_ADDR])
+    return f"""
+[server]
+threads = 1
+shutdown_grace = "3s"
+log_level = "info"
+
+[tls.certificate.default]
+cert = "{cert}"
+key = "{key}"
+
+[routing]
+default_destination = "legacy"
+
+[mapping]
+source = "file"
+
+[mapping.file]
+path = "@MAPPINGS@"
+
+[destination.legacy]
+host = "{legacy.address}"
+tls_server_name = "{legacy.hostname}"
+forwarding = "xclient"
+
+[destination.legacy.protocol.imap]
+port = {legacy.ports["imap"]}
+tls = "starttls"
+
+[listener.imaps]
+protocol = "imap"
+bind = ["{PROXY_ADDR}:{IMAPS}"]
+tls = "implicit"
+{extra}"""
+
+
+def tls_conn(ca):
+    ctx = ssl.create_default_context(cafile=ca)
+    s = ctx.wrap_socket(connect(IMAPS), server_hostname="mail.proxy.test")
+    f = s.makefile("rwb")
+    assert f.readline().startswith(b"* OK")
+    return s, f
+
+
+def command(f, tag, text):
+    f.write(f"{tag} {text}\r\n".encode())
+    f.flush()
+    while True:
+        line = f.readline()
+        if not line or line.startswith(tag.encode() + b" "):
+            return line
+
+
+def test_sigterm_drains_then_exits(harness_state, pki, legacy_stack):
+    p = Proxy(harness_state, "drain", config(legacy_stack, pki), env={"SSL_CERT_FILE": pki.ca_file})
+    p.start()
+    try:
+        s1, f1 = tls_conn(pki.ca_file)
+        assert command(f1, "a1", "LOGIN alice@example.org alice-pw").startswith(b"a1 OK")
+        s2, f2 = tls_conn(pki.ca_file)  # not logged in
+        mark = p.log_size()
+        t0 = time.monotonic()
+        p.signal(signal.SIGTERM)
+        # the session still logging in is told to go away
+        assert f2.readline().startswith(b"* BYE")
+        # no new connections
+        time.sleep(0.3)
+        with pytest.raises(ConnectionRefusedError):
+            connect(IMAPS, timeout=2)
+        # the relayed session keeps working during the grace period
+        assert command(f1, "a2", "NOOP").startswith(b"a2 OK")
+        p.wait_log(r"event=shutdown state=grace-expired sessions=1", timeout=10, since=mark)
+        assert 2.5 < time.monotonic() - t0 < 8
+        rc = p.proc.wait(10)
+        assert rc == 0
+        s1.close()
+        s2.close()
+    finally:
+        p.stop()
+
+
+def test_sigterm_exits_at_once_when_idle(harness_state, pki, legacy_stack):
+    p = Proxy(harness_state, "idle", config(legacy_stack, pki), env={"SSL_CERT_FILE": pki.ca_file})
+    p.start()
+    t0 = time.monotonic()
+    p.signal(signal.SIGTERM)
+    assert p.proc.wait(10) == 0
+    assert time.monotonic() - t0 < 2
+    assert "state=drained" in p.log_text()
+    p.stop()
+
+
+def test_sighup_reload_keeps_previous_table_on_error(harness_state, pki, legacy_stack):
+    p = Proxy(harness_state, "hup", config(legacy_stack, pki), env={"SSL_CERT_FILE": pki.ca_file},
+              mappings="alice@example.org legacy\n")
+    p.start()
+    try:
+        mark = p.log_size()
+        p.set_mappings("alice@example.org nowhere\n")
+        p.signal(signal.SIGHUP)
+        line = p.wait_log(r"event=mapping-reload", since=mark)
+        assert "level=error" in line
+        assert "nowhere" in p.log_text(mark) and ":1:" in p.log_text(mark)
+        # still serving with the old table
+        s, f = tls_conn(pki.ca_file)
+        assert command(f, "a1", "LOGIN alice@example.org alice-pw").startswith(b"a1 OK")
+        s.close()
+        mark = p.log_size()
+        p.set_mappings("alice@example.org legacy\nbob@example.org legacy\n")
+        p.signal(signal.SIGHUP)
+        p.wait_log(r"event=mapping-reload result=ok entries=2", since=mark)
+    finally:
+        assert p.stop() == 0
+
+
+def test_unserved_features_refused_at_start(harness_state, pki, legacy_stack, tmp_path):
+    text = config(legacy_stack, pki, extra=f"""
+[destination.legacy.protocol.http]
+port = 443
+tls = "implicit"
+
+[listener.https]
+protocol = "http"
+bind = ["{PROXY_ADDR}:{IMAPS + 1}"]
+tls = "implicit"
+""")
+    p = Proxy(harness_state, "unserved", text)
+    check = subprocess.run([DAEMON, "-c", p.config_path, "--check"], capture_output=True,
+                           text=True)
+    assert check.returncode == 0, check.stderr
+    assert "not served by this build" in check.stdout
+    run = subprocess.run([DAEMON, "-c", p.config_path], capture_output=True, text=True,
+                         timeout=10)
+    assert run.returncode == 2
+    assert "refusing to start: http listeners" in run.stderr
