@@ -4,6 +4,7 @@
 #   make         build/mailspliced, build/toml-decode
 #   make test    unit + conformance + integration suites, one summary line
 #   make vmtest  kernel-path tests under QEMU, per kernel in vmtest/kernels
+#   make demo    legacy + new backends and mailspliced on loopback, in the foreground
 #   make format  apply .clang-format
 
 PREFIX  ?= /usr/local
@@ -41,7 +42,7 @@ TOOL_BINS  := $(TOOL_SRCS:tools/%.c=$(B)/%)
 BENCH_SRCS := $(sort $(wildcard bench/*.c))
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(B)/bench/%)
 
-.PHONY: all deps test unit check-format format vmtest clean install bench
+.PHONY: all deps test unit check-format format vmtest clean install bench demo
 .DELETE_ON_ERROR:
 
 all: $(B)/mailspliced $(TOOL_BINS) $(BPF_OBJS)
@@ -101,6 +102,10 @@ test: all $(UNIT_BINS)
 
 vmtest: all $(UNIT_BINS)
 	@vmtest/run-matrix
+
+# the whole migration scenario on loopback, in the foreground (Ctrl-C stops it)
+demo: all
+	@/usr/bin/python3 tools/demo.py
 
 bench: all $(BENCH_BINS)
 	@bench/run
