@@ -1,0 +1,241 @@
+"""The admin API with curl, the operator's tool (issue 5).
+
+Every mapping change is checked on disk after the 200; the cutover is checked in the
+backends' own logs: flip an account, kick its live IMAP session, the client reconnects
+and the other backend logs the login.
+"""
+
+import json
+import os
+import secrets
+import ssl
+import subprocess
+import time
+
+import pytest
+
+from tests.harness.proxy import CLIENT_ADDR, PROXY_ADDR, Proxy, connect
+
+PORT_OFFSET = int(os.environ.get("MS_PORT_OFFSET", "0"))
+IMAPS = 15993 + PORT_OFFSET
+ADMIN = 15443 + PORT_OFFSET
+
+
+def config(legacy, new, pki, token_file):
+    cert, key = pki.issue("mail.proxy.test", ["mail.proxy.test", PROXY_ADDR])
+    return f"""
+[server]
+threads = 2
+log_level = "info"
+
+[tls.certificate.default]
+cert = "{cert}"
+key = "{key}"
+
+[routing]
+default_destination = "legacy"
+
+[mapping]
+source = "file"
+normalize = "lowercase"
+default_domain = "example.org"
+
+[mapping.file]
+path = "@MAPPINGS@"
+
+[destination.legacy]
+host = "{legacy.address}"
+tls_server_name = "{legacy.hostname}"
+forwarding = "xclient"
+
+[destination.legacy.protocol.imap]
+port = {legacy.ports["imap"]}
+tls = "starttls"
+
+[destination.new]
+host = "{new.address}"
+tls_server_name = "{new.hostname}"
+forwarding = "proxy"
+
+[destination.new.protocol.imap]
+port = {new.ports["imaps"]}
+tls = "implicit"
+
+[listener.imaps]
+protocol = "imap"
+bind = ["{PROXY_ADDR}:{IMAPS}"]
+tls = "implicit"
+
+[admin]
+bind = "{PROXY_ADDR}:{ADMIN}"
+tls = "implicit"
+bearer_token_file = "{token_file}"
+lockout_threshold = 3
+lockout_duration = "5m"
+"""
+
+
+@pytest.fixture(scope="module")
+def admin(harness_state, pki, legacy_stack, new_stack):
+    token = secrets.token_hex(20)
+    token_file = os.path.join(harness_state, "admin.token")
+    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.write(fd, (token + "\n").encode())
+    os.close(fd)
+    p = Proxy(harness_state, "admin", config(legacy_stack, new_stack, pki, token_file),
+              env={"SSL_CERT_FILE": pki.ca_file}, mappings="# hand-written comment\n")
+    p.ca_file, p.token = pki.ca_file, token
+    p.start()
+    yield p
+    assert p.stop() == 0
+
+
+def curl(p, method, path, token=None, source=CLIENT_ADDR, data=None):
+    cmd = ["curl", "-sS", "--interface", source, "--cacert", p.ca_file, "-X", method,
+           "-w", "\n%{http_code}", f"https://{PROXY_ADDR}:{ADMIN}{path}"]
+    if token is not False:
+        cmd += ["-H", f"Authorization: Bearer {token or p.token}"]
+    if data is not None:
+        cmd += ["-H", "Content-Type: application/json", "--data", json.dumps(data)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0, out.stderr
+    body, _, code = out.stdout.rpartition("\n")
+    return int(code), body.strip()
+
+
+def mapping_file(p):
+    with open(p.mapping_path) as f:
+        return f.read()
+
+
+def test_healthz_and_auth(admin):
+    assert curl(admin, "GET", "/healthz", token=False) == (200, "ok")
+    assert curl(admin, "GET", "/stats", token=False) == (401, "unauthorized")
+    assert curl(admin, "GET", "/stats", token="wrong" * 8) == (401, "unauthorized")
+    code, body = curl(admin, "GET", "/stats")
+    assert code == 200
+    stats = json.loads(body)
+    assert set(stats) >= {"cache_hits", "cache_misses", "hit_rate_pct", "cache_entries",
+                          "active_connections"}
+    assert curl(admin, "GET", "/nope") == (404, "not found")
+    assert curl(admin, "DELETE", "/stats") == (405, "method not allowed")
+
+
+def test_lockout_after_failures(admin):
+    src = "127.0.0.10"
+    for _ in range(3):
+        assert curl(admin, "GET", "/stats", token="bad", source=src)[0] == 401
+    # locked: even the right token and /healthz are refused
+    assert curl(admin, "GET", "/stats", source=src) == (429, "locked out")
+    assert curl(admin, "GET", "/healthz", token=False, source=src) == (429, "locked out")
+    # other addresses are not affected
+    assert curl(admin, "GET", "/stats")[0] == 200
+
+
+def test_mapping_put_get_delete_on_disk(admin):
+    code, body = curl(admin, "PUT", "/mappings?identifier=Erin@Example.org&destination=new")
+    assert (code, body) == (200, "ok")
+    text = mapping_file(admin)
+    assert "erin@example.org" in text and "new" in text
+    assert "# hand-written comment" in text  # the rest of the file is kept
+    code, body = curl(admin, "GET", "/mappings?identifier=ERIN@example.org")
+    m = json.loads(body)
+    assert m["normalized"] == "erin@example.org" and m["destination"] == "new"
+    assert m["routed_to_default"] is False
+    assert curl(admin, "PUT", "/mappings?identifier=erin@example.org&destination=nowhere") == \
+        (400, "unknown destination")
+    assert curl(admin, "PUT", "/mappings?identifier=erin@example.org") == \
+        (400, "identifier and destination required")
+    assert curl(admin, "PUT", "/mappings", data={"identifier": "dave", "destination": "new"}) \
+        == (200, "ok")
+    assert "dave@example.org" in mapping_file(admin)  # default_domain applied
+    assert curl(admin, "DELETE", "/mappings?identifier=erin@example.org") == (200, "removed")
+    assert curl(admin, "DELETE", "/mappings?identifier=erin@example.org") == (200, "absent")
+    assert "erin@example.org" not in mapping_file(admin)
+    assert curl(admin, "GET", "/mappings") == (400, "identifier required")
+    code, body = curl(admin, "GET", "/mappings?identifier=a%20b")
+    assert code == 400 and "invalid identifier" in body
+
+
+def test_reload_after_hand_edit(admin):
+    with open(admin.mapping_path, "a") as f:
+        f.write("bob@example.org new\n")
+    assert curl(admin, "POST", "/mappings/reload") == (200, "reloaded")
+    code, body = curl(admin, "GET", "/mappings?identifier=bob@example.org")
+    assert json.loads(body)["destination"] == "new"
+    with open(admin.mapping_path, "a") as f:
+        f.write("broken line with three fields\n")
+    assert curl(admin, "POST", "/mappings/reload") == (500, "reload failed")
+    code, body = curl(admin, "GET", "/mappings?identifier=bob@example.org")
+    assert json.loads(body)["destination"] == "new"  # the previous table stays
+    lines = [l for l in mapping_file(admin).splitlines() if not l.startswith("broken")]
+    with open(admin.mapping_path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    assert curl(admin, "POST", "/mappings/reload") == (200, "reloaded")
+    assert curl(admin, "POST", "/cache/invalidate?identifier=bob@example.org") == (200, "ok")
+    assert curl(admin, "POST", "/cache/invalidate") == (200, "ok")
+
+
+def test_destinations_and_reset(admin):
+    code, body = curl(admin, "GET", "/destinations")
+    names = [d["destination"] for d in json.loads(body)["destinations"]]
+    assert names == ["legacy", "new"]
+    assert curl(admin, "POST", "/destinations/reset?destination=new") == (200, "ok")
+    assert curl(admin, "POST", "/destinations/reset?destination=x") == (404, "unknown destination")
+    assert curl(admin, "POST", "/destinations/reset") == (400, "destination required")
+
+
+def test_config_reload_validates(admin):
+    code, body = curl(admin, "POST", "/config/reload")
+    assert code == 200 and json.loads(body)["reloaded"] is True
+
+
+def imap_session(p):
+    ctx = ssl.create_default_context(cafile=p.ca_file)
+    s = ctx.wrap_socket(connect(IMAPS), server_hostname="mail.proxy.test")
+    f = s.makefile("rwb")
+    assert f.readline().startswith(b"* OK")
+    f.write(b"a1 LOGIN alice@example.org alice-pw\r\n")
+    f.flush()
+    line = f.readline()
+    while line.startswith(b"*"):
+        line = f.readline()
+    assert line.startswith(b"a1 OK"), line
+    return s, f
+
+
+def test_cutover_flip_kick_reconnect(admin, legacy_stack, new_stack):
+    """The runbook: alice is on legacy with a live session; flip, kick, reconnect."""
+    mark_legacy = legacy_stack.log_mark("dovecot")
+    s, f = imap_session(admin)
+    legacy_stack.wait_log("dovecot", r"Login: user=<alice@example\.org>.*rip=127\.0\.0\.5",
+                          since=mark_legacy)
+    code, body = curl(admin, "GET", "/sessions?identifier=alice@example.org")
+    live = json.loads(body)["sessions"]
+    assert len(live) == 1 and live[0]["destination"] == "legacy" and live[0]["state"] == "relay"
+
+    assert curl(admin, "PUT", "/mappings?identifier=alice@example.org&destination=new") == \
+        (200, "ok")
+    assert curl(admin, "POST", "/sessions/kick?identifier=alice@example.org") == \
+        (200, "kicked 1")
+    s.settimeout(10)
+    rest = b""
+    try:
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            rest += chunk
+    except (ConnectionResetError, ssl.SSLError, OSError):
+        pass  # reset: the expected end
+    s.close()
+    admin.wait_log(r"event=session .*account=alice@example\.org .*end=kicked")
+
+    mark_new = new_stack.log_mark("dovecot")
+    s, f = imap_session(admin)
+    new_stack.wait_log("dovecot", r"Login: user=<alice@example\.org>.*rip=127\.0\.0\.5",
+                       since=mark_new)
+    s.close()
+    assert curl(admin, "POST", "/sessions/kick?identifier=nobody@example.org") == \
+        (200, "kicked 0")
+    assert curl(admin, "DELETE", "/mappings?identifier=alice@example.org")[0] == 200
