@@ -27,6 +27,8 @@
 #include <jansson.h>
 
 #include "health.h"
+#include "holds.h"
+#include "metrics.h"
 #include "log.h"
 #include "registry.h"
 #include "util.h"
@@ -44,6 +46,7 @@ struct lockout_slot {
 };
 
 static struct {
+	const char *endpoint; /* of the request being answered, for metrics */
 	struct evhttp *http;
 	SSL_CTX *ctx;
 	bool own_ctx;
@@ -61,6 +64,7 @@ static void reply_text(struct evhttp_request *req, int code, const char *reason,
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
 	                  "text/plain; charset=utf-8");
 	evbuffer_add_printf(b, "%s\n", text);
+	metrics_admin_request(A.endpoint, code);
 	evhttp_send_reply(req, code, reason, b);
 	evbuffer_free(b);
 }
@@ -72,6 +76,7 @@ static void reply_json(struct evhttp_request *req, int code, json_t *j)
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
 	                  "application/json");
 	evbuffer_add_printf(b, "%s\n", s ? s : "{}");
+	metrics_admin_request(A.endpoint, code);
 	evhttp_send_reply(req, code, code == 200 ? "OK" : "Error", b);
 	free(s);
 	evbuffer_free(b);
@@ -262,8 +267,6 @@ static void get_metrics(struct evhttp_request *req)
 
 	router_stats(A.router, &rs);
 	evbuffer_add_printf(b,
-	                    "# TYPE mailsplice_sessions_active gauge\n"
-	                    "mailsplice_sessions_active %zu\n"
 	                    "# TYPE mailsplice_mapping_cache_hits_total counter\n"
 	                    "mailsplice_mapping_cache_hits_total %llu\n"
 	                    "# TYPE mailsplice_mapping_cache_misses_total counter\n"
@@ -273,14 +276,26 @@ static void get_metrics(struct evhttp_request *req)
 	                    "# TYPE mailsplice_mappings gauge\n"
 	                    "mailsplice_mappings %zu\n"
 	                    "# TYPE mailsplice_destination_down gauge\n",
-	                    registry_count(), (unsigned long long)rs.hits,
-	                    (unsigned long long)rs.misses, rs.entries, rs.mappings);
+	                    (unsigned long long)rs.hits, (unsigned long long)rs.misses, rs.entries,
+	                    rs.mappings);
 	for (size_t i = 0; i < A.cfg->n_dests; i++) {
 		struct health_state h = {0};
 		health_get(i, now_ms(), &h);
 		evbuffer_add_printf(b, "mailsplice_destination_down{destination=\"%s\"} %d\n",
 		                    A.cfg->dests[i].name, h.down ? 1 : 0);
 	}
+	evbuffer_add_printf(b, "# TYPE mailsplice_destination_consecutive_failures gauge\n");
+	for (size_t i = 0; i < A.cfg->n_dests; i++) {
+		struct health_state h = {0};
+		health_get(i, now_ms(), &h);
+		evbuffer_add_printf(
+		        b,
+		        "mailsplice_destination_consecutive_failures{destination=\"%s\"} "
+		        "%u\n",
+		        A.cfg->dests[i].name, h.consecutive_failures);
+	}
+	metrics_admin_request(A.endpoint, 200);
+	metrics_write(b, A.cfg->dest_names, A.cfg->n_dests);
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
 	                  "text/plain; version=0.0.4");
 	evhttp_send_reply(req, 200, "OK", b);
@@ -365,10 +380,38 @@ static void kick(struct evhttp_request *req, struct params *p, const char *clien
 		reply_text(req, 400, "Bad Request", "unknown destination");
 		return;
 	}
+	/* graceful=1 is accepted: sessions still logging in always get the
+	 * protocol's goodbye; relayed ones are closed, because a goodbye
+	 * written into a relayed stream could land inside a response */
 	size_t n = registry_kick(account, dest);
 	snprintf(msg, sizeof(msg), "kicked %zu", n);
 	log_change(client, "kick", account, dest, msg);
 	reply_text(req, 200, "OK", msg);
+}
+
+static void delay(struct evhttp_request *req, struct params *p, const char *client)
+{
+	const char *ident = param(p, "identifier");
+	const char *secs = param(p, "seconds");
+	char account[ACCOUNT_MAX + 1], *end = NULL;
+
+	if (!ident || !secs) {
+		reply_text(req, 400, "Bad Request", "identifier and seconds required");
+		return;
+	}
+	unsigned long n = strtoul(secs, &end, 10);
+	if (!end || *end || n == 0 || n > HOLD_MAX_SECONDS) {
+		reply_text(req, 400, "Bad Request", "invalid seconds");
+		return;
+	}
+	if (!canonical(req, ident, account, sizeof(account)))
+		return;
+	if (!holds_set(account, (unsigned)n, now_ms())) {
+		reply_text(req, 500, "Internal Server Error", "too many holds");
+		return;
+	}
+	log_change(client, "delay", account, NULL, secs);
+	reply_text(req, 200, "OK", "ok");
 }
 
 static void sessions(struct evhttp_request *req, struct params *p)
@@ -394,6 +437,26 @@ static void handle(struct evhttp_request *req, void *arg)
 
 	evhttp_connection_get_peer(conn, &peer, &port);
 	str_copy(client, peer ? peer : "?", sizeof(client));
+	A.endpoint = "other";
+	if (path) {
+		static const char *const known[] = {"/healthz",
+		                                    "/stats",
+		                                    "/metrics",
+		                                    "/destinations",
+		                                    "/destinations/reset",
+		                                    "/mappings",
+		                                    "/mappings/reload",
+		                                    "/cache/invalidate",
+		                                    "/sessions",
+		                                    "/connections/kick",
+		                                    "/connections/delay",
+		                                    "/config/reload",
+		                                    NULL};
+		for (size_t i = 0; known[i]; i++) {
+			if (strcmp(path, known[i]) == 0)
+				A.endpoint = known[i];
+		}
+	}
 	if (locked_out(client, now)) {
 		reply_text(req, 429, "Too Many Requests", "locked out");
 		return;
@@ -467,8 +530,11 @@ static void handle(struct evhttp_request *req, void *arg)
 	} else if (strcmp(path, "/sessions") == 0) {
 		get ? sessions(req, &p)
 		    : reply_text(req, 405, "Method Not Allowed", "method not allowed");
-	} else if (strcmp(path, "/sessions/kick") == 0 || strcmp(path, "/kick") == 0) {
+	} else if (strcmp(path, "/connections/kick") == 0 || strcmp(path, "/sessions/kick") == 0) {
 		post ? kick(req, &p, client)
+		     : reply_text(req, 405, "Method Not Allowed", "method not allowed");
+	} else if (strcmp(path, "/connections/delay") == 0) {
+		post ? delay(req, &p, client)
 		     : reply_text(req, 405, "Method Not Allowed", "method not allowed");
 	} else if (strcmp(path, "/config/reload") == 0) {
 		if (!post) {

@@ -8,6 +8,12 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+static uint64_t now_wall_ms(void)
+{
+	return (uint64_t)time(NULL) * 1000;
+}
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct live_session *head;
@@ -113,13 +119,15 @@ json_t *registry_list(const char *account)
 	for (struct live_session *ls = head; ls; ls = ls->next) {
 		if (account && strcmp(ls->account, account) != 0)
 			continue;
-		json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I}",
-		                                     "id", ls->session_id, "account", ls->account,
-		                                     "listener", ls->listener, "protocol",
-		                                     proto_name(ls->protocol), "client", ls->client,
-		                                     "destination", ls->destination, "state",
-		                                     ls->state ? ls->state : "", "started_ms",
-		                                     (json_int_t)ls->started_ms));
+		json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I}", "id",
+		                      ls->session_id, "account", ls->account, "listener",
+		                      ls->listener, "protocol", proto_name(ls->protocol), "client",
+		                      ls->client, "destination", ls->destination, "state",
+		                      ls->state ? ls->state : "", "data_path",
+		                      ls->data_path ? ls->data_path : "", "started_ms",
+		                      (json_int_t)ls->started_ms, "age_s",
+		                      (json_int_t)((now_wall_ms() - ls->started_ms) / 1000));
+		json_array_append_new(arr, o);
 	}
 	pthread_mutex_unlock(&lock);
 	return arr;

@@ -18,6 +18,7 @@
 
 #include "health.h"
 #include "log.h"
+#include "metrics.h"
 #include "session.h"
 #include "util.h"
 
@@ -227,6 +228,7 @@ bool server_init(struct server *srv, struct config *cfg, char *err, size_t errle
 	}
 	if (!server_tls_init(srv, err, errlen) || !dest_tls_init(srv, err, errlen))
 		return false;
+	metrics_init(cfg->n_dests);
 	health_init(cfg->n_dests, cfg->host_down_threshold, cfg->host_down_cooldown_ms,
 	            cfg->host_down_min_clients);
 	srv->listener_conns = xcalloc(cfg->n_listeners, sizeof(*srv->listener_conns));

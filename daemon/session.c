@@ -22,6 +22,8 @@
 #include <openssl/crypto.h>
 
 #include "health.h"
+#include "holds.h"
+#include "metrics.h"
 #include "log.h"
 #include "mapping.h"
 #include "relay.h"
@@ -40,6 +42,8 @@ static void start_client(struct session *s);
 static void read_proxy_header(evutil_socket_t fd, short what, void *arg);
 static void dns_done(int result, struct evutil_addrinfo *res, void *arg);
 static void connect_destination(struct session *s, int dest);
+static void route_account(struct session *s);
+static void on_retry(evutil_socket_t fd, short what, void *arg);
 
 static struct server *srv_of(const struct session *s)
 {
@@ -81,6 +85,8 @@ static void on_end(evutil_socket_t fd, short what, void *arg)
 	struct server *srv = srv_of(s);
 
 	log_session(s);
+	metrics_session_end(s->ls->protocol, s->path_down ? s->dest : -1, s->path_down, s->bytes_up,
+	                    s->bytes_down);
 	registry_remove(&s->live);
 	if (s->dns_req)
 		evdns_getaddrinfo_cancel(s->dns_req); /* calls back with EVUTIL_EAI_CANCEL */
@@ -316,6 +322,7 @@ void session_accept(struct worker *w, size_t li, int fd, const struct sockaddr_s
 	s->live.started_ms = (uint64_t)time(NULL) * 1000;
 	registry_add(&s->live);
 	worker_session_added(w, s);
+	metrics_session_start(ls->protocol);
 
 	struct timeval tv = {(time_t)(ls->preauth_timeout_ms / 1000),
 	                     (suseconds_t)(ls->preauth_timeout_ms % 1000) * 1000};
@@ -559,6 +566,8 @@ static void fail_login(struct session *s, enum backend_failure why, const char *
 	lb_str(&lb, "destination", s->d ? s->d->name : NULL);
 	lb_str(&lb, "error", detail);
 	lb_emit(&lb);
+	if (why != BACKEND_FAIL_BAD_LOGIN) /* a bad login is counted by session_login_failed */
+		metrics_login(s->ls->protocol, LOGIN_TEMPFAIL);
 	evtimer_del(s->btimer);
 	if (s->backend_open) {
 		conn_release(&s->backend, false);
@@ -580,9 +589,7 @@ static void set_account(struct live_session *ls, void *arg)
 
 void session_login(struct session *s, const char *login_user)
 {
-	struct server *srv = srv_of(s);
 	const struct config *cfg = s->cfg;
-	struct route route;
 	const char *bad;
 
 	session_client_pause(s, true);
@@ -595,7 +602,37 @@ void session_login(struct session *s, const char *login_user)
 		fail_login(s, BACKEND_FAIL_BAD_LOGIN, bad);
 		return;
 	}
-	router_lookup(&srv->router, s->account, &route);
+	route_account(s);
+}
+
+static void on_hold_over(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+
+	if (!s->ending && !s->closing && s->phase == PHASE_BACKEND)
+		route_account(s);
+}
+
+/* A login held by POST /connections/delay waits here (the client sees a
+ * slow login, bounded by preauth_timeout), then routes with the mapping
+ * in force at that moment: the one the operator has just flipped. */
+static void route_account(struct session *s)
+{
+	struct route route;
+	uint64_t held = holds_remaining_ms(s->account, now_ms());
+
+	if (held) {
+		log_msg(LOG_INFO, "login-held", "id=%s wait_ms=%llu", s->id,
+		        (unsigned long long)held);
+		if (!s->retry)
+			s->retry = evtimer_new(s->w->base, on_hold_over, s);
+		else
+			event_assign(s->retry, s->w->base, -1, 0, on_hold_over, s);
+		struct timeval tv = {(time_t)(held / 1000), (suseconds_t)(held % 1000) * 1000};
+		evtimer_add(s->retry, &tv);
+		return;
+	}
+	router_lookup(&srv_of(s)->router, s->account, &route);
 	s->routed_to_default = route.routed_to_default;
 	connect_destination(s, route.dest);
 }
@@ -716,11 +753,14 @@ static void connect_failed(struct session *s, const char *err)
 		s->addr_next = 0;
 		if (!s->retry)
 			s->retry = evtimer_new(s->w->base, on_retry, s);
+		else
+			event_assign(s->retry, s->w->base, -1, 0, on_retry, s);
 		struct timeval tv = {0, CONNECT_RETRY_MS * 1000};
 		evtimer_add(s->retry, &tv);
 		return;
 	}
 	health_record_failure((size_t)s->dest, (const struct sockaddr *)&s->peer, now_ms());
+	metrics_backend_error(s->dest);
 	fail_login(s, BACKEND_FAIL_UNAVAILABLE, s->backend_err);
 }
 
@@ -932,6 +972,7 @@ void session_backend_starttls(struct session *s)
 void session_backend_broken(struct session *s, const char *why)
 {
 	health_record_failure((size_t)s->dest, (const struct sockaddr *)&s->peer, now_ms());
+	metrics_backend_error(s->dest);
 	fail_login(s, BACKEND_FAIL_UNAVAILABLE, why);
 }
 
@@ -945,6 +986,7 @@ bool session_login_failed(struct session *s, const char *why)
 		s->backend_open = false;
 	}
 	s->auth_attempts++;
+	metrics_login(s->ls->protocol, LOGIN_FAILED);
 	lb_init(&lb, LOG_INFO, "login-failed");
 	lb_str(&lb, "id", s->id);
 	lb_str(&lb, "client", s->peer_str);
@@ -1000,6 +1042,7 @@ void session_login_succeeded(struct session *s)
 	evtimer_del(s->timer);
 	evtimer_del(s->btimer);
 	s->phase = PHASE_RELAY;
+	metrics_login(s->ls->protocol, LOGIN_OK);
 	/* bytes still on their way: what we queued for one side goes out
 	 * before anything the other side sends from now on */
 	client.pending = evbuffer_new();

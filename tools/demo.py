@@ -137,7 +137,7 @@ demo: ready. mailspliced (pid {proxy.pid}) listens on 127.0.0.1: IMAP 10143/1099
      cp -a {legacy.maildir("alice@example.org")} {new.home("alice@example.org")}/ && \\
        chown -R --reference={new.mail_dir} {new.home("alice@example.org")}
      {curl} {auth} -X PUT '{ADMIN}/mappings?identifier=alice@example.org&destination=new'
-     {curl} {auth} -X POST '{ADMIN}/sessions/kick?identifier=alice@example.org'
+     {curl} {auth} -X POST '{ADMIN}/connections/kick?identifier=alice@example.org'
      {curl} {auth} '{ADMIN}/mappings?identifier=alice@example.org'
 
 4. Read her mailbox again: same command as in 1. Now the new stack logs the login:

@@ -216,7 +216,7 @@ def test_cutover_flip_kick_reconnect(admin, legacy_stack, new_stack):
 
     assert curl(admin, "PUT", "/mappings?identifier=alice@example.org&destination=new") == \
         (200, "ok")
-    assert curl(admin, "POST", "/sessions/kick?identifier=alice@example.org") == \
+    assert curl(admin, "POST", "/connections/kick?identifier=alice@example.org") == \
         (200, "kicked 1")
     s.settimeout(10)
     rest = b""
@@ -236,6 +236,65 @@ def test_cutover_flip_kick_reconnect(admin, legacy_stack, new_stack):
     new_stack.wait_log("dovecot", r"Login: user=<alice@example\.org>.*rip=127\.0\.0\.5",
                        since=mark_new)
     s.close()
-    assert curl(admin, "POST", "/sessions/kick?identifier=nobody@example.org") == \
+    assert curl(admin, "POST", "/connections/kick?identifier=nobody@example.org") == \
         (200, "kicked 0")
     assert curl(admin, "DELETE", "/mappings?identifier=alice@example.org")[0] == 200
+
+
+def test_delay_holds_login_then_releases(admin, legacy_stack):
+    assert curl(admin, "POST", "/connections/delay?identifier=alice@example.org&seconds=2") == \
+        (200, "ok")
+    t0 = time.monotonic()
+    s, f = imap_session(admin)
+    held = time.monotonic() - t0
+    s.close()
+    admin.wait_log(r"event=login-held id=\S+ wait_ms=\d+")
+    assert held > 1.0, f"login was not held ({held:.2f}s)"
+    assert curl(admin, "POST", "/connections/delay?identifier=alice@example.org&seconds=0") == \
+        (400, "invalid seconds")
+    assert curl(admin, "POST", "/connections/delay?identifier=alice@example.org&seconds=121") \
+        == (400, "invalid seconds")
+    assert curl(admin, "POST", "/connections/delay?identifier=alice@example.org") == \
+        (400, "identifier and seconds required")
+
+
+METRIC_LINE = r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*"' \
+              r'(,[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*")*)?\})? (?P<value>-?[0-9.eE+]+|NaN|[+-]Inf)$'
+
+
+def parse_prometheus(text):
+    """A strict parser for the Prometheus text format (0.0.4): every line is a
+    HELP/TYPE comment or a sample; TYPE precedes its samples and appears once."""
+    import re
+    types, samples = {}, {}
+    for line in text.splitlines():
+        if not line:
+            continue
+        if line.startswith("# HELP "):
+            assert re.match(r"^# HELP [a-zA-Z_:][a-zA-Z0-9_:]* .+$", line), line
+            continue
+        if line.startswith("# TYPE "):
+            m = re.match(r"^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|histogram|summary|untyped)$", line)
+            assert m, line
+            assert m.group(1) not in types, f"TYPE twice: {line}"
+            types[m.group(1)] = m.group(2)
+            continue
+        assert not line.startswith("#"), line
+        m = re.match(METRIC_LINE, line)
+        assert m, f"not a sample: {line!r}"
+        name = m.group(1)
+        assert name in types, f"sample before its TYPE: {line}"
+        key = line.rsplit(" ", 1)[0]
+        assert key not in samples, f"duplicate series: {key}"
+        samples[key] = float(m.group("value"))
+    return types, samples
+
+
+def test_metrics_format(admin):
+    code, body = curl(admin, "GET", "/metrics")
+    assert code == 200
+    types, samples = parse_prometheus(body)
+    assert types["mailsplice_logins_total"] == "counter"
+    assert samples['mailsplice_logins_total{protocol="imap",result="ok"}'] >= 1
+    assert 'mailsplice_destination_down{destination="legacy"}' in samples
+    assert any(k.startswith("mailsplice_admin_requests_total{") for k in samples)
