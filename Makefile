@@ -45,7 +45,7 @@ BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(B)/bench/%)
 .PHONY: all deps test unit check-format format vmtest clean install bench demo
 .DELETE_ON_ERROR:
 
-all: $(B)/mailspliced $(TOOL_BINS) $(BPF_OBJS)
+all: $(BPF_SKELS) $(B)/mailspliced $(TOOL_BINS) $(BPF_OBJS)
 
 deps:
 	sh tools/deps.sh

@@ -1,8 +1,10 @@
 /*
  * Data path selection (see relay.h): what the kernel offers, probed once.
  *
- * This build moves bytes in user space only (daemon/relay.c); the probes
- * still run so the start-up line says what the kernel could do.
+ * Sessions move their bytes in user space (daemon/relay.c) until the
+ * bounded kernel relay lands (issue 6). The sockmap probe is not a guess:
+ * it loads bpf/sockmap.bpf.c, has the kernel verify it and attaches it to
+ * its sockhash, exactly as the kernel path will.
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -15,6 +17,7 @@
 #include <bpf/bpf.h>
 
 #include "log.h"
+#include "sockmap.skel.h"
 #include "relay.h"
 
 #ifndef TCP_ULP
@@ -22,6 +25,8 @@
 #endif
 
 static struct datapath_caps caps;
+static struct sockmap_bpf *skel;
+static char sockmap_why[160];
 
 /* The "tls" ULP can only be set on an established TCP socket. */
 static bool probe_ktls(void)
@@ -45,11 +50,21 @@ static bool probe_ktls(void)
 
 static bool probe_sockmap(void)
 {
-	int fd = bpf_map_create(BPF_MAP_TYPE_SOCKHASH, "ms_probe", sizeof(uint64_t), sizeof(int), 1,
-	                        NULL);
-	if (fd < 0)
+	skel = sockmap_bpf__open_and_load();
+	if (!skel) {
+		snprintf(sockmap_why, sizeof(sockmap_why), "loading the verdict program: %s",
+		         strerror(errno));
 		return false;
-	close(fd);
+	}
+	int prog = bpf_program__fd(skel->progs.ms_verdict);
+	int map = bpf_map__fd(skel->maps.ms_socks);
+	if (bpf_prog_attach(prog, map, BPF_SK_SKB_STREAM_VERDICT, 0) != 0) {
+		snprintf(sockmap_why, sizeof(sockmap_why), "attaching to the sockhash: %s",
+		         strerror(errno));
+		sockmap_bpf__destroy(skel);
+		skel = NULL;
+		return false;
+	}
 	return true;
 }
 
@@ -66,8 +81,15 @@ bool datapath_init(enum data_path_mode want, char *err, size_t errlen)
 		        data_path_mode_name(want));
 		return false;
 	}
-	log_msg(LOG_INFO, "data-path", "sockmap=%s ktls=%s using=userspace",
-	        caps.sockmap ? "available" : "no", caps.ktls ? "available" : "no");
+	if (caps.sockmap)
+		log_msg(LOG_INFO, "data-path",
+		        "sockmap=available ktls=%s using=userspace reason=\"kernel relay not in "
+		        "this build\"",
+		        caps.ktls ? "available" : "no");
+	else
+		log_msg(LOG_INFO, "data-path",
+		        "sockmap=no sockmap_error=\"%s\" ktls=%s using=userspace", sockmap_why,
+		        caps.ktls ? "available" : "no");
 	return true;
 }
 
@@ -78,4 +100,7 @@ const struct datapath_caps *datapath_caps(void)
 
 void datapath_shutdown(void)
 {
+	if (skel)
+		sockmap_bpf__destroy(skel);
+	skel = NULL;
 }
