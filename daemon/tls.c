@@ -115,8 +115,12 @@ static bool apply_disabled(SSL_CTX *ctx, char *const *disable, size_t n, char *e
 static bool apply_protocol_opts(SSL_CTX *ctx, const struct tls_protocol_opts *o, char *err,
                                 size_t errlen)
 {
-	SSL_CTX_set_options(ctx,
-	                    SSL_OP_ENABLE_KTLS | SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+	/* IGNORE_UNEXPECTED_EOF: most mail clients close the socket without
+	 * a close_notify; that is an end of stream, not an attack to log and
+	 * answer with a reset toward the backend (no truncation risk: every
+	 * mail protocol frames its own data) */
+	SSL_CTX_set_options(ctx, SSL_OP_ENABLE_KTLS | SSL_OP_NO_COMPRESSION |
+	                                 SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF);
 	if (!SSL_CTX_set_min_proto_version(ctx,
 	                                   o && o->min_version ? o->min_version : TLS1_2_VERSION)) {
 		openssl_err(err, errlen, "min_version");

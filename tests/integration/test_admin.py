@@ -71,7 +71,7 @@ bind = "{PROXY_ADDR}:{ADMIN}"
 tls = "implicit"
 bearer_token_file = "{token_file}"
 lockout_threshold = 3
-lockout_duration = "5m"
+lockout_duration = "3s"
 """
 
 
@@ -130,6 +130,9 @@ def test_lockout_after_failures(admin):
     assert curl(admin, "GET", "/healthz", token=False, source=src) == (429, "locked out")
     # other addresses are not affected
     assert curl(admin, "GET", "/stats")[0] == 200
+    # and the lock expires
+    time.sleep(3.2)
+    assert curl(admin, "GET", "/stats", source=src)[0] == 200
 
 
 def test_mapping_put_get_delete_on_disk(admin):

@@ -13,7 +13,9 @@ import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DAEMON = os.path.join(REPO_ROOT, "build", "mailspliced")
-REFERENCE = os.path.join(os.path.dirname(REPO_ROOT), "shared", "reference")
+# The Stalwart migration proxy's published configuration files, as published (copied
+# from ../shared/reference so a fresh clone tests itself).
+REFERENCE = os.path.join(REPO_ROOT, "tests", "data", "reference")
 FILES = ["config.sample.toml", "config.dovecot-postfix.toml", "config.stalwart-upgrade.toml"]
 
 

@@ -11,6 +11,7 @@ import os
 import socket
 import ssl
 import threading
+import time
 
 import pytest
 
@@ -54,7 +55,10 @@ class ScriptedBackend(threading.Thread):
         f.flush()
         tag = None
         while True:
-            line = f.readline()
+            try:
+                line = f.readline()
+            except OSError:
+                break
             if not line:
                 break
             self.received.append(line)
@@ -97,6 +101,10 @@ tls = "plain"
 [server]
 threads = 1
 log_level = "debug"
+host_down_threshold = 2
+host_down_min_clients = 1
+host_down_cooldown = "2s"
+backend_connect_retries = 0
 
 [tls.certificate.default]
 cert = "{cert}"
@@ -111,6 +119,15 @@ source = "file"
 [mapping.file]
 path = "@MAPPINGS@"
 {dests}
+[destination.dead]
+host = "127.0.0.1"
+forwarding = "none"
+allow_plaintext_auth = true
+
+[destination.dead.protocol.imap]
+port = 1
+tls = "plain"
+
 [listener.imaps]
 protocol = "imap"
 bind = ["{PROXY_ADDR}:{IMAPS}"]
@@ -124,7 +141,8 @@ def replay(harness_state, pki):
     for b in backends.values():
         b.start()
     p = Proxy(harness_state, "replay", config(pki),
-              mappings="".join(f"{n}@example.org {n}\n" for n in BACKENDS))
+              mappings="".join(f"{n}@example.org {n}\n" for n in BACKENDS) +
+              "dead@example.org dead\n")
     p.ca_file = pki.ca_file
     p.start()
     yield p, backends
@@ -219,3 +237,18 @@ def test_login_mechanism_replayed_as_plain(replay):
     assert line.startswith(b"a OK")
     s.close()
     assert sent(b["irplain"])[-1].endswith("AUTHENTICATE PLAIN " + b64(b"\0irplain@example.org\0pw"))
+
+
+def test_circuit_breaker_marks_down_and_retries_after_cooldown(replay):
+    """host_down_threshold failures -> down: logins fail at once; after the cooldown one
+    attempt goes to the backend again."""
+    p, _ = replay
+    for _ in range(2):
+        assert login(p, b"a LOGIN dead@example.org pw").startswith(b"a NO [UNAVAILABLE]")
+    mark = p.log_size()
+    assert login(p, b"a LOGIN dead@example.org pw").startswith(b"a NO [UNAVAILABLE]")
+    p.wait_log(r"event=backend-unavailable .*destination=dead .*marked down", since=mark)
+    time.sleep(2.2)
+    mark = p.log_size()
+    assert login(p, b"a LOGIN dead@example.org pw").startswith(b"a NO [UNAVAILABLE]")
+    p.wait_log(r"event=backend-unavailable .*destination=dead .*Connection refused", since=mark)

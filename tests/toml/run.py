@@ -2,7 +2,8 @@
 """Conformance of our TOML parser against the toml-test suite (TOML 1.0.0).
 
 Runs build/toml-decode on every .toml file listed in files-toml-1.0.0 of the
-toml-test data (../shared/toml-test from the repository root, or $TOML_TEST_DIR):
+toml-test data (tests/data/toml-test, a vendored copy of the toml-lang/toml-test files,
+or $TOML_TEST_DIR):
 
   valid/*.toml    must exit 0 and print tagged JSON structurally equal to
                   the .json beside it (integers exactly, floats by value with
@@ -26,7 +27,9 @@ import subprocess
 import sys
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TEST_DIR = os.environ.get("TOML_TEST_DIR") or os.path.join(TOP, "..", "shared", "toml-test")
+# The suite is vendored in tests/data/toml-test (MIT, with its LICENSE) so that a fresh
+# clone tests itself; $TOML_TEST_DIR points elsewhere (e.g. ../shared/toml-test).
+TEST_DIR = os.environ.get("TOML_TEST_DIR") or os.path.join(TOP, "tests", "data", "toml-test")
 DECODER = os.environ.get("TOML_DECODER") or os.path.join(TOP, "build", "toml-decode")
 LIST = "files-toml-1.0.0"
 TIMEOUT = 20  # seconds per file; the biggest test file is a few KiB
