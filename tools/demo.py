@@ -134,7 +134,8 @@ demo: ready. mailspliced (pid {proxy.pid}) listens on 127.0.0.1: IMAP 10143/1099
    Postfix logged the real client: grep 'client=.*{CLIENT}' {legacy.postfix_log}
 
 3. Move alice to the new stack: copy her mailbox, flip her mapping, kick her sessions:
-     cp -a {legacy.maildir("alice@example.org")} {new.home("alice@example.org")}/ && \\
+     mkdir -p {new.home("alice@example.org")} && \\
+       cp -a {legacy.maildir("alice@example.org")} {new.home("alice@example.org")}/ && \\
        chown -R --reference={new.mail_dir} {new.home("alice@example.org")}
      {curl} {auth} -X PUT '{ADMIN}/mappings?identifier=alice@example.org&destination=new'
      {curl} {auth} -X POST '{ADMIN}/connections/kick?identifier=alice@example.org'
