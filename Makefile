@@ -79,8 +79,11 @@ $(LIB): $(LIB_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
+# whole archive: protocol modules are referenced weakly by the session core
+# (a module not built in is refused politely), and a weak reference alone
+# would not pull an object out of an archive
 $(B)/mailspliced: $(B)/daemon/main.o $(LIB)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $(B)/daemon/main.o -Wl,--whole-archive $(LIB) -Wl,--no-whole-archive $(LDLIBS)
 
 $(B)/%: tools/%.c $(LIB) $(HDRS)
 	@mkdir -p $(@D)

@@ -49,6 +49,7 @@ struct imap {
 	enum backend_state bs;
 	unsigned bad_commands;
 	unsigned literals_answered;
+	bool skip_line;             /* discarding the rest of an overlong line */
 	char tag[IMAP_TAG_MAX + 1]; /* the client's login command tag */
 
 	/* client's ID fields (name, value pairs; values may be NULL) */
@@ -402,6 +403,17 @@ static void imap_client_input(struct session *s)
 
 	while (!s->closing && !s->ending && s->phase == PHASE_LOGIN && m->cs != C_WAITING &&
 	       m->cs != C_DONE && evbuffer_get_length(in) > 0) {
+		if (m->skip_line) {
+			/* the rest of a line already answered with BAD */
+			struct evbuffer_ptr lf = evbuffer_search(in, "\n", 1, NULL);
+			if (lf.pos < 0) {
+				evbuffer_drain(in, evbuffer_get_length(in));
+				return;
+			}
+			evbuffer_drain(in, (size_t)lf.pos + 1);
+			m->skip_line = false;
+			continue;
+		}
 		if (m->cs == C_AUTH_CONT) {
 			long n = conn_line_len(&s->client, SASL_LINE_MAX + 3);
 			if (n == 0)
@@ -452,6 +464,9 @@ static void imap_client_input(struct session *s)
 			free(cmd);
 			if (used == 0)
 				return; /* wait for the end of the line */
+			/* everything dropped and still no line end: the line goes on */
+			if (used == len && buf[len - 1] != '\n')
+				m->skip_line = true;
 			evbuffer_drain(in, used);
 			bad_command(s, tag, error);
 			continue;

@@ -457,3 +457,15 @@ def test_curl_imaps_and_imap_starttls(proxy):
                              capture_output=True, text=True, timeout=30)
         assert out.returncode == 0, out.stderr
         assert "EXISTS" in out.stdout, out.stdout
+
+
+def test_overlong_line_answered_once(proxy):
+    """One BAD for one overlong line, however many reads it takes to arrive."""
+    r = Raw(proxy)
+    for _ in range(20):
+        r.send(b"Y" * 9000)
+    r.send(b"\r\na2 NOOP\r\n")
+    first = r.line()
+    assert "BAD" in first
+    assert r.line().startswith("a2 OK")
+    r.close()
