@@ -437,6 +437,8 @@ static void client_tls_done(struct session *s)
 	s->phase = PHASE_LOGIN;
 	if (implicit)
 		s->ops->greet(s);
+	else if (s->ops->client_tls_started)
+		s->ops->client_tls_started(s);
 	conn_read_start(&s->client);
 }
 

@@ -41,6 +41,9 @@ struct proto_ops {
 	const char *name;
 	/* send the greeting (client leg ready, TLS done if implicit) */
 	void (*greet)(struct session *s);
+	/* STARTTLS with the client completed (optional: ManageSieve repeats
+	 * its capabilities, RFC 5804 section 2.2) */
+	void (*client_tls_started)(struct session *s);
 	/* bytes arrived in s->client.in before the login completed */
 	void (*client_input)(struct session *s);
 	/* backend leg connected (implicit TLS done, PROXY header sent) */
