@@ -268,12 +268,18 @@ static void pop3_client_input(struct session *s)
 		if (n == 0)
 			return;
 		if (n < 0 || m->skip_line) {
-			/* RFC 2449 section 4: lines are bounded. Drop the line to
-			 * its end (it may keep arriving) and answer once. */
-			bool was_skipping = m->skip_line;
-			m->skip_line = n < 0;
-			evbuffer_drain(in, n < 0 ? evbuffer_get_length(in) : (size_t)n);
-			if (!was_skipping) {
+			/* an overlong line (RFC 5321 4.2.2 / RFC 2449 4): drop it to
+			 * its end, which may not have arrived yet, and answer once */
+			struct evbuffer_ptr lf = evbuffer_search(in, "\n", 1, NULL);
+			bool answer = !m->skip_line;
+			if (lf.pos < 0) {
+				evbuffer_drain(in, evbuffer_get_length(in));
+				m->skip_line = true;
+			} else {
+				evbuffer_drain(in, (size_t)lf.pos + 1);
+				m->skip_line = false;
+			}
+			if (answer) {
 				m->cs = C_COMMAND;
 				bad_command(s, "Line too long.");
 			}
