@@ -62,6 +62,13 @@ def test_make_demo_moves_an_account():
         legacy_log, new_log = logs[0], logs[1]
         with open(legacy_log) as f:
             assert re.search(r"Login: user=<alice@example\.org>.*rip=127\.0\.0\.5", f.read())
+        r = subprocess.run(s[2][0], shell=True, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stdout[-2000:]
+        postfix_log = re.search(r"grep 'client=\.\*127\.0\.0\.5' (\S+)", out).group(1)
+        deadline = time.monotonic() + 15
+        while not re.search(r"client=\S+\[127\.0\.0\.5\]", open(postfix_log).read()):
+            assert time.monotonic() < deadline, "Postfix did not log the real client"
+            time.sleep(0.2)
         for cmd in s[3]:
             r = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=30)
             assert r.returncode == 0, (cmd, r.stderr)
