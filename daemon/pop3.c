@@ -54,6 +54,7 @@ struct pop3 {
 	struct sasl_exchange sasl;
 	/* backend */
 	bool has_sasl_plain, has_user, caps_known;
+	bool greeting_xclient;  /* Dovecot trusts us: "[XCLIENT]" in its greeting */
 	char *pending_response; /* AUTH response waiting for "+ " */
 	bool error_answered;
 };
@@ -233,6 +234,10 @@ static void dispatch(struct session *s, char *line)
 		wipe_credentials(m);
 		m->password = xstrdup(cmd.rest);
 		start_login(s, m->user);
+	} else if (strcmp(cmd.keyword, "APOP") == 0) {
+		/* RFC 1939 section 7: APOP needs the server's shared secret,
+		 * which only the backend has; a proxy cannot replay it */
+		session_reply(s, "-ERR APOP is not supported here; use USER/PASS or AUTH.\r\n");
 	} else if (strcmp(cmd.keyword, "AUTH") == 0) {
 		if (cmd.n_args == 0) {
 			/* RFC 1734 practice: a bare AUTH lists the mechanisms */
@@ -326,7 +331,14 @@ static void after_capabilities(struct session *s)
 {
 	struct pop3 *m = st(s);
 
-	if (config_forwarding(s->d, PROTO_POP3) == FORWARD_XCLIENT) {
+	if (config_forwarding(s->d, PROTO_POP3) == FORWARD_XCLIENT && !m->greeting_xclient) {
+		/* Dovecot only says [XCLIENT] to addresses in
+		 * login_trusted_networks: XCLIENT would be ignored */
+		log_msg(LOG_WARN, "xclient-untrusted",
+		        "id=%s destination=%s proto=pop3 detail=\"no [XCLIENT] in the greeting: "
+		        "add the proxy to the backend's login_trusted_networks\"",
+		        s->id, s->d->name);
+	} else if (config_forwarding(s->d, PROTO_POP3) == FORWARD_XCLIENT) {
 		struct announce_info info;
 		char buf[600];
 		session_announce_info(s, &info);
@@ -429,6 +441,7 @@ static void backend_line(struct session *s, const char *line, size_t len)
 			session_backend_broken(s, "backend greeting is not +OK");
 			return;
 		}
+		m->greeting_xclient = strstr(text, "[XCLIENT]") != NULL;
 		if (s->ep->tls == TLS_MODE_STARTTLS && !s->backend_tls) {
 			m->bs = B_STLS;
 			session_backend_printf(s, "STLS\r\n");
@@ -454,9 +467,13 @@ static void backend_line(struct session *s, const char *line, size_t len)
 		m->bs = B_CAPA_LINES;
 		return;
 	case B_XCLIENT:
-		if (status != POP3_OK)
-			log_msg(LOG_WARN, "pop3-xclient-refused", "id=%s destination=%s", s->id,
-			        s->d->name);
+		/* success is "+OK Updated"; an untrusted proxy gets "+OK You
+		 * are not from trusted IP - ignoring" */
+		if (status != POP3_OK || !strstr(text, "Updated"))
+			log_msg(LOG_WARN, "xclient-untrusted",
+			        "id=%s destination=%s proto=pop3 detail=\"backend ignored XCLIENT: "
+			        "check its login_trusted_networks\"",
+			        s->id, s->d->name);
 		send_login(s);
 		return;
 	case B_USER:

@@ -459,8 +459,14 @@ static void client_cb(struct conn *c, enum conn_event ev, void *arg)
 		}
 		if (s->phase == PHASE_LOGIN)
 			s->ops->client_input(s);
-		if (!s->ending && !s->closing && c->eof && s->phase != PHASE_RELAY)
+		if (!s->ending && !s->closing && c->eof && s->phase != PHASE_RELAY) {
 			end_session(s, "client closed");
+			return;
+		}
+		/* the conn stopped reading when its buffer filled up, before
+		 * the protocol drained it: look again */
+		if (!s->ending && !s->closing && s->phase == PHASE_LOGIN)
+			conn_read_start(&s->client);
 		return;
 	case CONN_EV_EOF:
 		end_session(s, "client closed");
@@ -911,8 +917,12 @@ static void backend_cb(struct conn *c, enum conn_event ev, void *arg)
 		if (s->phase == PHASE_BACKEND)
 			s->ops->backend_input(s);
 		if (!s->ending && !s->closing && s->phase == PHASE_BACKEND && s->backend_open &&
-		    s->backend.eof)
+		    s->backend.eof) {
 			session_backend_broken(s, "backend closed the connection");
+			return;
+		}
+		if (!s->ending && !s->closing && s->phase == PHASE_BACKEND && s->backend_open)
+			conn_read_start(&s->backend);
 		return;
 	case CONN_EV_EOF:
 		session_backend_broken(s, "backend closed the connection");

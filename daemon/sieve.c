@@ -45,6 +45,7 @@ struct sieve {
 	enum backend_state bs;
 	unsigned bad_commands;
 	bool skip_line;
+	bool backend_xclient; /* "XCLIENT" in the backend's capabilities */
 	struct sasl_exchange sasl;
 	bool error_answered;
 };
@@ -60,12 +61,19 @@ static void send_capabilities(struct session *s)
 
 	session_reply(s, "\"IMPLEMENTATION\" \"%s\"\r\n",
 	              caps->implementation ? caps->implementation : "mailsplice");
+	/* RFC 5804 section 1.7: SIEVE is mandatory. Before login we cannot
+	 * ask the backend; the default is the common Pigeonhole set, and the
+	 * backend's own list answers CAPABILITY after login. */
+	session_reply(s, "\"SIEVE\" \"");
 	if (caps->has_advertise && caps->n_advertise) {
-		session_reply(s, "\"SIEVE\" \"");
 		for (size_t i = 0; i < caps->n_advertise; i++)
 			session_reply(s, "%s%s", i ? " " : "", caps->advertise[i]);
-		session_reply(s, "\"\r\n");
+	} else {
+		session_reply(s, "fileinto reject envelope encoded-character vacation subaddress "
+		                 "comparator-i;ascii-numeric relational regex imap4flags copy "
+		                 "include variables body environment mailbox date ihave");
 	}
+	session_reply(s, "\"\r\n");
 	if (session_plain_auth_allowed(s)) {
 		session_reply(s, "\"SASL\" \"");
 		if (caps->has_sasl) {
@@ -146,7 +154,14 @@ static void dispatch(struct session *s, const struct imap_command *cmd)
 		send_capabilities(s);
 		session_reply(s, "OK \"Capability completed.\"\r\n");
 	} else if (strcmp(cmd->name, "NOOP") == 0) {
-		session_reply(s, "OK \"NOOP completed.\"\r\n");
+		/* RFC 5804 section 2.11: a tag argument comes back in a TAG
+		 * response code (clients resynchronise after STARTTLS with it) */
+		char quoted[300];
+		if (cmd->n_args == 1 && cmd->args[0].type == IMAP_ARG_STRING &&
+		    imap_quote(cmd->args[0].s, cmd->args[0].len, quoted, sizeof(quoted)))
+			session_reply(s, "OK (TAG %s) \"Done\"\r\n", quoted);
+		else
+			session_reply(s, "OK \"NOOP completed.\"\r\n");
 	} else if (strcmp(cmd->name, "LOGOUT") == 0) {
 		session_reply(s, "OK \"Logout completed.\"\r\n");
 		m->cs = C_DONE;
@@ -242,18 +257,9 @@ static void sieve_client_input(struct session *s)
 		const char *error = NULL;
 		enum imap_parse_status r = imap_parse_command(buf, len + pl, &lim, cmd, scratch,
 		                                              len + pl + 1, &used, &sync, &error);
-		if (r == IMAP_PARSE_COMPLETE && sync > 0) {
-			r = IMAP_PARSE_ERROR;
-			error = "synchronising literals are not accepted; use {N+}";
-		}
-		if (r == IMAP_PARSE_INCOMPLETE && sync > 0) {
-			r = IMAP_PARSE_ERROR;
-			error = "synchronising literals are not accepted; use {N+}";
-			used = 0;
-			/* drop the announcing line */
-			struct evbuffer_ptr lf = evbuffer_search(in, "\n", 1, NULL);
-			used = lf.pos >= 0 ? (size_t)lf.pos + 1 + pl : 0;
-		}
+		/* {N} and {N+} alike: ManageSieve has no continuation request
+		 * for literals, a client sends the octets right away */
+		(void)sync;
 		if (r == IMAP_PARSE_INCOMPLETE) {
 			free(buf);
 			free(scratch);
@@ -334,7 +340,13 @@ static void after_caps(struct session *s)
 		session_backend_printf(s, "STARTTLS\r\n");
 		return;
 	}
-	if (config_forwarding(s->d, PROTO_MANAGESIEVE) == FORWARD_XCLIENT) {
+	if (config_forwarding(s->d, PROTO_MANAGESIEVE) == FORWARD_XCLIENT && !m->backend_xclient) {
+		log_msg(LOG_WARN, "xclient-untrusted",
+		        "id=%s destination=%s proto=managesieve detail=\"no XCLIENT capability: "
+		        "add "
+		        "the proxy to the backend's login_trusted_networks\"",
+		        s->id, s->d->name);
+	} else if (config_forwarding(s->d, PROTO_MANAGESIEVE) == FORWARD_XCLIENT) {
 		struct announce_info info;
 		char buf[600];
 		session_announce_info(s, &info);
@@ -390,20 +402,24 @@ static void backend_line(struct session *s, const char *line, size_t len)
 			after_caps(s);
 		} else if (no || bye) {
 			session_backend_broken(s, "backend refused the connection");
+		} else if (starts(line, len, "\"XCLIENT\"")) {
+			m->backend_xclient = true;
 		}
-		/* capability lines: nothing we need from them */
 		return;
 	case B_STARTTLS:
 		if (!ok) {
 			session_backend_broken(s, "backend refused STARTTLS");
 			return;
 		}
+		m->backend_xclient = false; /* capabilities come again after TLS */
 		session_backend_starttls(s);
 		return;
 	case B_XCLIENT:
-		if (!ok)
-			log_msg(LOG_WARN, "sieve-xclient-refused", "id=%s destination=%s", s->id,
-			        s->d->name);
+		if (!ok || !memmem(line, len, "Updated", 7))
+			log_msg(LOG_WARN, "xclient-untrusted",
+			        "id=%s destination=%s proto=managesieve detail=\"backend ignored "
+			        "XCLIENT: check its login_trusted_networks\"",
+			        s->id, s->d->name);
 		send_auth(s);
 		return;
 	case B_AUTH:

@@ -454,10 +454,18 @@ static void submission_step(struct session *s, int code)
 			session_backend_printf(s, "STARTTLS\r\n");
 			return;
 		}
-		if (config_forwarding(s->d, s->ls->protocol) == FORWARD_XCLIENT &&
-		    send_xclient(s, true)) {
-			m->bs = B_XCLIENT;
-			return;
+		if (config_forwarding(s->d, s->ls->protocol) == FORWARD_XCLIENT) {
+			if (send_xclient(s, true)) {
+				m->bs = B_XCLIENT;
+				return;
+			}
+			/* AUTH still identifies the user; the backend just logs
+			 * our address instead of the client's */
+			log_msg(LOG_WARN, "xclient-untrusted",
+			        "id=%s destination=%s proto=submission detail=\"no XCLIENT in "
+			        "EHLO: "
+			        "add the proxy to the backend's smtpd_authorized_xclient_hosts\"",
+			        s->id, s->d->name);
 		}
 		send_auth(s);
 		return;
@@ -644,6 +652,13 @@ static void passthrough_backend_input(struct session *s)
 		} else if (m->bs == B_EHLO && code == 250) {
 			learn_ehlo(m);
 			if (!send_xclient(s, false)) {
+				/* never bridge port 25 under our own address: a backend
+				 * that trusts the proxy would trust every sender */
+				log_msg(LOG_WARN, "xclient-untrusted",
+				        "id=%s destination=%s proto=smtp detail=\"no XCLIENT in "
+				        "EHLO: "
+				        "refusing to relay under the proxy's address\"",
+				        s->id, s->d->name);
 				session_backend_broken(s, "backend does not offer XCLIENT");
 				return;
 			}

@@ -60,6 +60,16 @@ forwarding = "proxy"
 port = {new.ports["pop3s"]}
 tls = "implicit"
 
+[destination.untrusted]
+host = "{legacy.address}"
+tls_server_name = "{legacy.hostname}"
+forwarding = "xclient"
+source_ips = ["127.0.0.11"]
+
+[destination.untrusted.protocol.pop3]
+port = {legacy.ports["pop3"]}
+tls = "starttls"
+
 [destination.dead]
 host = "127.0.0.1"
 forwarding = "none"
@@ -85,7 +95,8 @@ tls = "implicit"
 def proxy(harness_state, pki, legacy_stack, new_stack):
     p = Proxy(harness_state, "pop3", config(legacy_stack, new_stack, pki),
               env={"SSL_CERT_FILE": pki.ca_file},
-              mappings="bob@example.org new\nerin@example.org dead\n")
+              mappings="bob@example.org new\nerin@example.org dead\n"
+                       "carol@example.org untrusted\n")
     p.ca_file = pki.ca_file
     p.start()
     yield p
@@ -222,3 +233,25 @@ def test_curl_pop3s(proxy):
                          timeout=30)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().split("\n")[0].split()[0] == "1"
+
+
+def test_apop_refused(proxy):
+    s, f = raw(proxy)
+    line = say(f, b"APOP alice@example.org c4c9334bac560ecc979e58001b3e22fb")
+    assert line.startswith(b"-ERR APOP is not supported")
+    s.close()
+
+
+def test_untrusted_xclient_is_a_logged_misconfiguration(proxy, legacy_stack):
+    """From an address the backend does not trust, Dovecot offers no [XCLIENT]: we do
+    not send it, log the misconfiguration, and the login still works (rip = our address)."""
+    mark = legacy_stack.log_mark("dovecot")
+    pmark = proxy.log_size()
+    s, f = raw(proxy)
+    assert say(f, b"USER carol").startswith(b"+OK")
+    assert say(f, b"PASS carol-pw").startswith(b"+OK")
+    s.close()
+    line = legacy_stack.wait_log("dovecot", r"pop3-login: .*Login: user=<carol>", since=mark)
+    assert "rip=127.0.0.11" in line
+    proxy.wait_log(r"event=xclient-untrusted .*destination=untrusted .*login_trusted_networks",
+                   since=pmark)

@@ -127,7 +127,7 @@ class Client:
         self.s.close()
 
 
-def test_legacy_sees_real_client_and_script_lands(proxy, legacy_stack):
+def test_legacy_sees_real_client_and_script_lands(proxy, legacy_stack, new_stack):
     mark = legacy_stack.log_mark("dovecot")
     c = Client(proxy)
     assert c.login("alice@example.org", "alice-pw").startswith("OK")
@@ -140,6 +140,7 @@ def test_legacy_sees_real_client_and_script_lands(proxy, legacy_stack):
                                  since=mark)
     assert f"rip={CLIENT_ADDR}" in line, line
     assert "viaproxy" in legacy_stack.sieve_scripts("alice@example.org")
+    assert "viaproxy" not in new_stack.sieve_scripts("alice@example.org")
 
 
 def test_new_sees_real_client(proxy, new_stack):
@@ -174,3 +175,33 @@ def test_plaintext_refused_before_starttls(proxy):
     f.flush()
     assert f.readline().startswith(b"NO (ENCRYPT-NEEDED)")
     s.close()
+
+
+def test_sync_literal_and_sieve_connect(proxy, legacy_stack, tmp_path):
+    """{N} literal arguments (RFC 5804 has no continuation for them), then the
+    sieve-connect client uploads and lists a script."""
+    import shutil
+    import subprocess
+    c = Client(proxy)
+    resp = base64.b64encode(b"\0alice@example.org\0alice-pw").decode()
+    c.send(f'AUTHENTICATE "PLAIN" {{{len(resp)}}}\r\n{resp}')
+    assert c.until_status()[-1].startswith("OK")
+    c.send("LOGOUT")
+    c.close()
+    if not shutil.which("sieve-connect"):
+        pytest.skip("sieve-connect is not installed (Debian package sieve-connect)")
+    script = tmp_path / "fromtool.sieve"
+    script.write_text('require "fileinto";\n')
+    pwfile = tmp_path / "pw"
+    pwfile.write_text("alice-pw\n")
+    env = dict(os.environ, SSL_CERT_FILE=proxy.ca_file)
+    base = ["sieve-connect", "--server", PROXY_ADDR, "--port", str(SIEVE), "--user",
+            "alice@example.org", "--passwordfd", "0", "--notlsverify", "--noclearauth"]
+    up = subprocess.run(base + ["--upload", "--localsieve", str(script), "--remotesieve",
+                                "fromtool"], input="alice-pw\n", capture_output=True, text=True,
+                        env=env, timeout=60)
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "fromtool" in legacy_stack.sieve_scripts("alice@example.org")
+    ls = subprocess.run(base + ["--list"], input="alice-pw\n", capture_output=True, text=True,
+                        env=env, timeout=60)
+    assert "fromtool" in ls.stdout, ls.stdout + ls.stderr

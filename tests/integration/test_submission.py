@@ -250,3 +250,39 @@ def test_swaks_submission(proxy, legacy_stack):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout[-2000:]
     legacy_stack.wait_message("dave@example.org", subject)
+
+
+def test_swaks_auth_login_and_curl_smtp(proxy, legacy_stack):
+    """AUTH LOGIN (Outlook and older clients) and curl smtp:// with STARTTLS."""
+    subject = "login " + uuid.uuid4().hex
+    out = subprocess.run(["swaks", "--server", f"{PROXY_ADDR}:{SUBMISSION}", "--tls",
+                          "--tls-ca-path", proxy.ca_file, "--local-interface", CLIENT_ADDR,
+                          "--auth", "LOGIN", "--auth-user", "alice@example.org",
+                          "--auth-password", "alice-pw", "--from", "alice@example.org",
+                          "--to", "dave@example.org", "--header", f"Subject: {subject}"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout[-2000:]
+    legacy_stack.wait_message("dave@example.org", subject)
+    subject = "curl " + uuid.uuid4().hex
+    mail = f"From: alice@example.org\r\nSubject: {subject}\r\n\r\nvia curl\r\n"
+    out = subprocess.run(["curl", "-sS", "--interface", CLIENT_ADDR, "--cacert", proxy.ca_file,
+                          "--ssl-reqd", f"smtp://{PROXY_ADDR}:{SUBMISSION}", "-u",
+                          "alice@example.org:alice-pw", "--mail-from", "alice@example.org",
+                          "--mail-rcpt", "dave@example.org", "-T", "-"], input=mail,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    legacy_stack.wait_message("dave@example.org", subject)
+
+
+def test_port25_swaks_delivery(proxy, legacy_stack):
+    subject = "swaks25 " + uuid.uuid4().hex
+    mark = legacy_stack.log_mark("postfix")
+    out = subprocess.run(["swaks", "--server", f"{PROXY_ADDR}:{SMTP_LEGACY}",
+                          "--local-interface", CLIENT_ADDR, "--from", "x@remote.test",
+                          "--to", "dave@example.org", "--header", f"Subject: {subject}"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout[-2000:]
+    legacy_stack.wait_log("postfix", r"client=\S+\[127\.0\.0\.5\]", since=mark)
+    path = legacy_stack.wait_message("dave@example.org", subject)
+    with open(path, "rb") as f:
+        assert b"[127.0.0.5]" in f.read()  # Received: from ... ([127.0.0.5])
