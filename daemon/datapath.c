@@ -1,8 +1,11 @@
 /*
  * Data path selection (see relay.h): what the kernel offers, probed once.
  *
- * Sessions move their bytes in user space (daemon/relay.c) until the
- * bounded kernel relay lands (issue 6). The sockmap probe is not a guess:
+ * Pairs of plain sockets move their bytes with splice(2) through a pipe per
+ * direction (daemon/relay.c; the pipe bounds what a session can pin, and a
+ * full pipe stops the reads, so backpressure reaches the sender); a pair
+ * with a TLS leg moves them in user space through OpenSSL. The sockmap and
+ * kTLS paths are the kernel relay still to come (issue 6). The sockmap probe is not a guess:
  * it loads bpf/sockmap.bpf.c, has the kernel verify it and attaches it to
  * its sockhash, exactly as the kernel path will.
  */
@@ -73,23 +76,22 @@ bool datapath_init(enum data_path_mode want, char *err, size_t errlen)
 	caps.ktls = probe_ktls();
 	caps.sockmap = probe_sockmap();
 	caps.splice = true;
-	if (want == DATA_PATH_SOCKMAP || want == DATA_PATH_SPLICE) {
-		snprintf(
-		        err, errlen,
-		        "server.data_path = \"%s\": this build moves bytes in user space only; use "
-		        "\"auto\" or \"userspace\"",
-		        data_path_mode_name(want));
+	if (want == DATA_PATH_SOCKMAP) {
+		snprintf(err, errlen,
+		         "server.data_path = \"sockmap\": this build relays with splice(2) and in "
+		         "user space; use \"auto\", \"splice\" or \"userspace\"");
 		return false;
 	}
+	const char *using = want == DATA_PATH_USERSPACE ? "userspace"
+	                                                : "splice(plain pairs)+userspace(TLS legs)";
 	if (caps.sockmap)
 		log_msg(LOG_INFO, "data-path",
-		        "sockmap=available ktls=%s using=userspace reason=\"kernel relay not in "
+		        "sockmap=available ktls=%s using=%s reason=\"sockmap/kTLS relay not in "
 		        "this build\"",
-		        caps.ktls ? "available" : "no");
+		        caps.ktls ? "available" : "no", using);
 	else
-		log_msg(LOG_INFO, "data-path",
-		        "sockmap=no sockmap_error=\"%s\" ktls=%s using=userspace", sockmap_why,
-		        caps.ktls ? "available" : "no");
+		log_msg(LOG_INFO, "data-path", "sockmap=no sockmap_error=\"%s\" ktls=%s using=%s",
+		        sockmap_why, caps.ktls ? "available" : "no", using);
 	return true;
 }
 

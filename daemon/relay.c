@@ -10,6 +10,7 @@
 #include "relay.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -34,9 +35,20 @@ struct leg {
 	bool write_wants_r;
 };
 
+/* A spliced direction: bytes move socket -> pipe -> socket in the kernel.
+ * The pipe is the bound: while it is full the source is not read. */
+struct spliced {
+	int rd, wr;
+	size_t held; /* bytes in the pipe */
+};
+
+#define PIPE_CAP (64 * 1024) /* the default pipe size: 16 pages */
+
 struct relay {
 	struct event_base *base;
 	struct leg c, b;
+	bool spliced;
+	struct spliced sup, sdown;  /* client->backend, backend->client */
 	struct evbuffer *up, *down; /* client->backend, backend->client */
 	struct event *idle;
 	struct event *done_ev;
@@ -96,6 +108,12 @@ static void finish(struct relay *r, enum relay_end end, const char *detail)
 	                end == RELAY_END_SHUTDOWN || end == RELAY_END_IDLE;
 	free_leg(&r->c, abortive);
 	free_leg(&r->b, abortive);
+	if (r->spliced) {
+		close(r->sup.rd);
+		close(r->sup.wr);
+		close(r->sdown.rd);
+		close(r->sdown.wr);
+	}
 	evbuffer_free(r->up);
 	evbuffer_free(r->down);
 	if (r->idle)
@@ -223,17 +241,85 @@ static bool push(struct relay *r, struct leg *l, struct evbuffer *buf)
 	return true;
 }
 
+static void touch_idle(struct relay *r)
+{
+	if (r->idle_ms) {
+		struct timeval tv = {(time_t)(r->idle_ms / 1000),
+		                     (suseconds_t)(r->idle_ms % 1000) * 1000};
+		evtimer_add(r->idle, &tv);
+	}
+}
+
+/* pipe -> dst. Returns false if the relay finished. */
+static bool splice_out(struct relay *r, struct spliced *p, struct leg *dst)
+{
+	while (p->held > 0) {
+		ssize_t n = splice(p->rd, NULL, dst->fd, NULL, p->held,
+		                   SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+		if (n > 0) {
+			p->held -= (size_t)n;
+			continue;
+		}
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return true;
+		finish(r, dst == &r->c ? RELAY_END_CLIENT_CLOSED : RELAY_END_BACKEND_CLOSED, NULL);
+		return false;
+	}
+	return true;
+}
+
+/* src -> pipe, as far as the pipe has room. */
+static bool splice_in(struct relay *r, struct leg *src, struct spliced *p, uint64_t *count)
+{
+	while (!src->eof && p->held < PIPE_CAP) {
+		ssize_t n = splice(src->fd, NULL, p->wr, NULL, PIPE_CAP - p->held,
+		                   SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+		if (n > 0) {
+			p->held += (size_t)n;
+			*count += (uint64_t)n;
+			touch_idle(r);
+			continue;
+		}
+		if (n == 0 || (n < 0 && errno == ECONNRESET)) {
+			src->eof = true;
+			return true;
+		}
+		if (errno == EAGAIN || errno == EINTR)
+			return true;
+		finish(r, RELAY_END_ERROR, strerror(errno));
+		return false;
+	}
+	return true;
+}
+
+static bool move_spliced(struct relay *r, struct leg *src, struct leg *dst, struct evbuffer *buf,
+                         struct spliced *p, uint64_t *count)
+{
+	/* bytes read before the hand-over go first, then the kernel's */
+	if (!push(r, dst, buf))
+		return false;
+	if (evbuffer_get_length(buf) > 0)
+		return true;
+	return splice_out(r, p, dst) && splice_in(r, src, p, count) && splice_out(r, p, dst);
+}
+
 static void step(struct relay *r)
 {
-	if (!pull(r, &r->c, r->up, &r->st.client_to_backend) || !push(r, &r->b, r->up) ||
-	    !pull(r, &r->b, r->down, &r->st.backend_to_client) || !push(r, &r->c, r->down))
+	if (r->spliced) {
+		if (!move_spliced(r, &r->c, &r->b, r->up, &r->sup, &r->st.client_to_backend) ||
+		    !move_spliced(r, &r->b, &r->c, r->down, &r->sdown, &r->st.backend_to_client))
+			return;
+	} else if (!pull(r, &r->c, r->up, &r->st.client_to_backend) || !push(r, &r->b, r->up) ||
+	           !pull(r, &r->b, r->down, &r->st.backend_to_client) || !push(r, &r->c, r->down)) {
 		return;
+	}
 	/* forward an end of stream once everything before it went out */
 	struct leg *pairs[2][2] = {{&r->c, &r->b}, {&r->b, &r->c}};
 	struct evbuffer *bufs[2] = {r->up, r->down};
+	size_t held[2] = {r->sup.held, r->sdown.held};
 	for (int i = 0; i < 2; i++) {
 		struct leg *src = pairs[i][0], *dst = pairs[i][1];
-		if (src->eof && !dst->shut && evbuffer_get_length(bufs[i]) == 0) {
+		if (src->eof && !dst->shut && evbuffer_get_length(bufs[i]) == 0 && held[i] == 0) {
 			dst->shut = true;
 			if (dst->ssl)
 				SSL_shutdown(dst->ssl);
@@ -262,10 +348,50 @@ static void update_leg(struct leg *l, struct evbuffer *from_l, struct evbuffer *
 		event_del(l->wev);
 }
 
+static void update_spliced(struct leg *l, const struct spliced *from_l, const struct spliced *to_l,
+                           struct evbuffer *to_buf)
+{
+	if (!l->eof && from_l->held < PIPE_CAP)
+		event_add(l->rev, NULL);
+	else
+		event_del(l->rev);
+	if (to_l->held > 0 || evbuffer_get_length(to_buf) > 0)
+		event_add(l->wev, NULL);
+	else
+		event_del(l->wev);
+}
+
 static void update(struct relay *r)
 {
+	if (r->spliced) {
+		update_spliced(&r->c, &r->sup, &r->sdown, r->down);
+		update_spliced(&r->b, &r->sdown, &r->sup, r->up);
+		return;
+	}
 	update_leg(&r->c, r->up, r->down);
 	update_leg(&r->b, r->down, r->up);
+}
+
+/* Both legs plain: move the bytes with splice(2) through two pipes. */
+static bool try_splice(struct relay *r, const struct relay_opts *opts)
+{
+	int a[2], b[2];
+
+	if (r->c.ssl || r->b.ssl || (opts && opts->mode == DATA_PATH_USERSPACE) ||
+	    !datapath_caps()->splice)
+		return false;
+	if (pipe2(a, O_NONBLOCK | O_CLOEXEC) != 0)
+		return false;
+	if (pipe2(b, O_NONBLOCK | O_CLOEXEC) != 0) {
+		close(a[0]);
+		close(a[1]);
+		return false;
+	}
+	r->sup = (struct spliced){.rd = a[0], .wr = a[1]};
+	r->sdown = (struct spliced){.rd = b[0], .wr = b[1]};
+	r->spliced = true;
+	r->st.path_up = r->st.path_down = "splice";
+	return true;
 }
 
 static void on_io(evutil_socket_t fd, short what, void *arg)
@@ -305,6 +431,7 @@ struct relay *relay_start(struct event_base *base, struct relay_leg *client,
 	init_leg(r, &r->c, client);
 	init_leg(r, &r->b, backend);
 	r->st.path_up = r->st.path_down = "userspace";
+	try_splice(r, opts);
 	/* what was read but not yet forwarded goes first */
 	if (client->pending) {
 		evbuffer_add_buffer(r->up, client->pending);
