@@ -42,7 +42,7 @@ TOOL_BINS  := $(TOOL_SRCS:tools/%.c=$(B)/%)
 BENCH_SRCS := $(sort $(wildcard bench/*.c))
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(B)/bench/%)
 
-.PHONY: all deps test unit check-format format vmtest clean install bench demo
+.PHONY: all deps test unit check-format format vmtest clean install bench demo fuzz
 .DELETE_ON_ERROR:
 
 all: $(BPF_SKELS) $(B)/mailspliced $(TOOL_BINS) $(BPF_OBJS)
@@ -105,6 +105,38 @@ test: all $(UNIT_BINS)
 
 vmtest: all $(UNIT_BINS)
 	@vmtest/run-matrix
+
+# --- fuzzing: libFuzzer + ASan + UBSan (clang from Debian) ---
+#   make fuzz FUZZ_SECONDS=60   each target for that long, seeds from tests/fuzz/corpus,
+#                               new inputs in build/fuzz/corpus-*, crashes in tests/fuzz/findings
+FUZZ_SECONDS ?= 60
+FUZZ_SRCS  := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BINS  := $(FUZZ_SRCS:tests/fuzz/%.c=$(B)/fuzz/%)
+FUZZ_FLAGS := -g -O1 -std=c11 -D_GNU_SOURCE -fno-omit-frame-pointer \
+              -Iinclude -I$(B) $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+FUZZ_OBJS  := $(LIB_SRCS:daemon/%.c=$(B)/fuzz/obj/%.o)
+
+$(B)/fuzz/obj/%.o: daemon/%.c $(HDRS) $(BPF_SKELS)
+	@mkdir -p $(@D)
+	$(CLANG) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
+
+$(B)/fuzz/libfuzz.a: $(FUZZ_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/fuzz/%: tests/fuzz/%.c $(B)/fuzz/libfuzz.a
+	$(CLANG) $(FUZZ_FLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< $(B)/fuzz/libfuzz.a $(LDLIBS)
+
+fuzz: $(FUZZ_BINS)
+	@mkdir -p tests/fuzz/findings
+	@for f in $(FUZZ_BINS); do n=$$(basename $$f); mkdir -p $(B)/fuzz/corpus-$$n; \
+		echo "== $$n ($(FUZZ_SECONDS)s)"; \
+		$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+			-artifact_prefix=tests/fuzz/findings/$$n- \
+			$(B)/fuzz/corpus-$$n tests/fuzz/corpus/$$n > $(B)/fuzz/$$n.log 2>&1; \
+		rc=$$?; grep -E "^(stat::number_of_executed_units|stat::peak_rss)|cov: .*DONE|ERROR|SUMMARY" \
+			$(B)/fuzz/$$n.log; \
+		test $$rc -eq 0 || { echo "$$n: crash, see $(B)/fuzz/$$n.log"; exit 1; }; done
 
 # the whole migration scenario on loopback, in the foreground (Ctrl-C stops it)
 demo: all
