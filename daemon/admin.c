@@ -1,20 +1,21 @@
 /*
  * The admin API (see admin.h): libevent's evhttp over bufferevent_openssl.
  *
- * Every request: lockout check for the client address first (a locked-out
- * address learns nothing, not even whether the daemon is healthy), then the
- * bearer token compared in constant time, then the route. A mapping change
- * is written to the store (temp file, fsync, rename) before the reply says
- * 200, so an acknowledged cutover survives a crash.
+ * Every request: the lockout check for the client address first (a
+ * locked-out address learns nothing, not even whether the daemon is
+ * healthy), then the bearer token compared in constant time, then the
+ * route. Paths, parameters, bodies and status codes follow the Stalwart
+ * proxy's admin API. A mapping change is written to the store (temp file,
+ * fsync, rename) before the reply says 200, so an acknowledged cutover
+ * survives a crash.
  */
 #include "admin.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/queue.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -22,533 +23,632 @@
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/http.h>
-
-#include <event2/keyvalq_struct.h>
 #include <jansson.h>
+#include <openssl/err.h>
 
+#include "admin_lockout.h"
+#include "admin_query.h"
+#include "admin_route.h"
 #include "health.h"
 #include "holds.h"
-#include "metrics.h"
 #include "log.h"
+#include "metrics.h"
 #include "registry.h"
 #include "util.h"
 
-#define LOCKOUT_SLOTS     1024 /* client addresses tracked; oldest reused */
+#define LOCKOUT_SLOTS     4096 /* client addresses tracked at once */
 #define MAX_HEADERS_SIZE  8192
 #define MAX_BODY_SIZE     65536
-#define REQUEST_TIMEOUT_S 10
-
-struct lockout_slot {
-	char addr[64];
-	unsigned failures;
-	uint64_t locked_until;
-	uint64_t last_seen;
-};
+#define REQUEST_TIMEOUT_S 10 /* idle read/write, TLS handshake included */
+#define PARAM_MAX         1024
 
 static struct {
-	const char *endpoint; /* of the request being answered, for metrics */
 	struct evhttp *http;
 	SSL_CTX *ctx;
 	bool own_ctx;
 	const struct config *cfg;
 	struct router *router;
 	struct admin_hooks hooks;
-	struct lockout_slot slots[LOCKOUT_SLOTS];
+	struct admin_lockout lockout;
 } A;
+
+/* One request being answered. */
+struct request {
+	struct evhttp_request *req;
+	enum admin_endpoint ep;
+	char client[64];
+	const char *query; /* after '?', or NULL */
+	/* the body, when it carries parameters: a form or a JSON object */
+	char *form;
+	size_t form_len;
+	json_t *json;
+};
 
 /* ---- replies ---- */
 
-static void reply_text(struct evhttp_request *req, int code, const char *reason, const char *text)
+static const char *reason(int code)
+{
+	switch (code) {
+	case 200:
+		return "OK";
+	case 400:
+		return "Bad Request";
+	case 401:
+		return "Unauthorized";
+	case 404:
+		return "Not Found";
+	case 405:
+		return "Method Not Allowed";
+	case 429:
+		return "Too Many Requests";
+	case 500:
+		return "Internal Server Error";
+	case 503:
+		return "Service Unavailable";
+	default:
+		return "Error";
+	}
+}
+
+static void send_body(struct request *r, int code, const char *type, struct evbuffer *b)
+{
+	evhttp_add_header(evhttp_request_get_output_headers(r->req), "Content-Type", type);
+	metrics_admin_request(r->ep, code);
+	evhttp_send_reply(r->req, code, reason(code), b);
+}
+
+/* text/plain replies end with a newline, as the peer's do, so that curl
+ * output stays on its own line */
+static void reply_text(struct request *r, int code, const char *text)
 {
 	struct evbuffer *b = evbuffer_new();
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-	                  "text/plain; charset=utf-8");
+
+	if (!b) {
+		evhttp_send_error(r->req, 500, NULL);
+		return;
+	}
 	evbuffer_add_printf(b, "%s\n", text);
-	metrics_admin_request(A.endpoint, code);
-	evhttp_send_reply(req, code, reason, b);
+	send_body(r, code, "text/plain; charset=utf-8", b);
 	evbuffer_free(b);
 }
 
-static void reply_json(struct evhttp_request *req, int code, json_t *j)
+static void reply_json(struct request *r, int code, json_t *j)
 {
+	char *s = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
 	struct evbuffer *b = evbuffer_new();
-	char *s = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-	                  "application/json");
-	evbuffer_add_printf(b, "%s\n", s ? s : "{}");
-	metrics_admin_request(A.endpoint, code);
-	evhttp_send_reply(req, code, code == 200 ? "OK" : "Error", b);
+
+	json_decref(j);
+	if (!s || !b) {
+		free(s);
+		if (b)
+			evbuffer_free(b);
+		reply_text(r, 500, "internal error");
+		return;
+	}
+	evbuffer_add_printf(b, "%s\n", s);
+	send_body(r, code, "application/json", b);
 	free(s);
 	evbuffer_free(b);
-	json_decref(j);
 }
 
-/* ---- lockout ---- */
-
-static struct lockout_slot *slot_for(const char *addr, uint64_t now)
+static void method_not_allowed(struct request *r)
 {
-	struct lockout_slot *oldest = &A.slots[0];
+	char allow[64];
 
-	for (size_t i = 0; i < LOCKOUT_SLOTS; i++) {
-		if (strcmp(A.slots[i].addr, addr) == 0)
-			return &A.slots[i];
-		if (A.slots[i].last_seen < oldest->last_seen)
-			oldest = &A.slots[i];
-	}
-	/* a locked slot is only reused once its lock has expired */
-	if (oldest->locked_until > now)
-		return NULL;
-	memset(oldest, 0, sizeof(*oldest));
-	str_copy(oldest->addr, addr, sizeof(oldest->addr));
-	return oldest;
+	evhttp_add_header(evhttp_request_get_output_headers(r->req), "Allow",
+	                  admin_allow_header(r->ep, allow, sizeof(allow)));
+	reply_text(r, 405, "method not allowed");
 }
 
-static bool locked_out(const char *addr, uint64_t now)
-{
-	for (size_t i = 0; i < LOCKOUT_SLOTS; i++) {
-		if (strcmp(A.slots[i].addr, addr) == 0)
-			return A.slots[i].locked_until > now;
-	}
-	return false;
-}
-
-static void auth_failed(const char *addr, uint64_t now)
-{
-	struct lockout_slot *s = slot_for(addr, now);
-
-	if (!s || A.cfg->admin_lockout_threshold == 0)
-		return;
-	s->last_seen = now;
-	if (++s->failures >= A.cfg->admin_lockout_threshold) {
-		s->locked_until = now + A.cfg->admin_lockout_duration_ms;
-		s->failures = 0;
-		log_msg(LOG_WARN, "admin-lockout", "client=%s duration_ms=%llu", addr,
-		        (unsigned long long)A.cfg->admin_lockout_duration_ms);
-	}
-}
-
-static void auth_succeeded(const char *addr)
-{
-	for (size_t i = 0; i < LOCKOUT_SLOTS; i++) {
-		if (strcmp(A.slots[i].addr, addr) == 0)
-			A.slots[i].failures = 0;
-	}
-}
+/* ---- auth ---- */
 
 static bool token_ok(struct evhttp_request *req)
 {
 	const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
 	const char *tok = A.cfg->admin_token;
 
-	if (!h || !tok || strncasecmp(h, "Bearer ", 7) != 0)
+	if (!h || !tok || !*tok || strncasecmp(h, "Bearer ", 7) != 0)
 		return false;
 	h += 7;
-	while (*h == ' ')
+	while (*h == ' ' || *h == '\t')
 		h++;
-	return const_time_eq(h, strlen(h), tok, strlen(tok));
+	size_t len = strlen(h);
+	while (len && (h[len - 1] == ' ' || h[len - 1] == '\t'))
+		len--;
+	return const_time_eq(h, len, tok, strlen(tok));
 }
 
-/* ---- parameters: query string, form body or JSON body ---- */
+/* ---- parameters: query string first, then a form or JSON body ---- */
 
-struct params {
-	struct evkeyvalq q;
-	json_t *body;
-};
-
-static void params_load(struct evhttp_request *req, struct params *p)
+static void body_load(struct request *r)
 {
-	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-	const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
-
-	TAILQ_INIT(&p->q);
-	p->body = NULL;
-	if (query)
-		evhttp_parse_query_str(query, &p->q);
-	struct evbuffer *in = evhttp_request_get_input_buffer(req);
+	struct evbuffer *in = evhttp_request_get_input_buffer(r->req);
 	size_t len = evbuffer_get_length(in);
+
 	if (len == 0 || len > MAX_BODY_SIZE)
 		return;
-	char *text = (char *)evbuffer_pullup(in, (ev_ssize_t)len);
-	const char *ct = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
-	if (text[0] == '{' || (ct && strstr(ct, "json"))) {
-		p->body = json_loadb(text, len, 0, NULL);
-	} else {
-		char *copy = xstrndup(text, len);
-		struct evkeyvalq form;
-		TAILQ_INIT(&form);
-		if (evhttp_parse_query_str(copy, &form) == 0) {
-			struct evkeyval *kv;
-			TAILQ_FOREACH(kv, &form, next)
-			{
-				if (!evhttp_find_header(&p->q, kv->key))
-					evhttp_add_header(&p->q, kv->key, kv->value);
-			}
+	const char *text = (const char *)evbuffer_pullup(in, (ev_ssize_t)len);
+	if (!text)
+		return;
+	const char *ct =
+	        evhttp_find_header(evhttp_request_get_input_headers(r->req), "Content-Type");
+	size_t skip = 0;
+	while (skip < len && (text[skip] == ' ' || text[skip] == '\n' || text[skip] == '\r' ||
+	                      text[skip] == '\t'))
+		skip++;
+	if ((ct && strcasestr(ct, "json")) || (skip < len && text[skip] == '{')) {
+		r->json = json_loadb(text, len, 0, NULL);
+		if (r->json && !json_is_object(r->json)) {
+			json_decref(r->json);
+			r->json = NULL;
 		}
-		evhttp_clear_headers(&form);
-		free(copy);
+	} else {
+		r->form = malloc(len);
+		if (r->form) {
+			memcpy(r->form, text, len);
+			r->form_len = len;
+		}
 	}
 }
 
-static const char *param(struct params *p, const char *key)
+/*
+ * The value of key, or NULL when absent or empty. A value that cannot be
+ * used (a NUL byte, longer than PARAM_MAX) answers 400 and sets *failed.
+ */
+static const char *param(struct request *r, const char *key, char *buf, size_t len, bool *failed)
 {
-	const char *v = evhttp_find_header(&p->q, key);
-	if (!v && p->body && json_is_object(p->body))
-		v = json_string_value(json_object_get(p->body, key));
-	return v && *v ? v : NULL;
-}
+	enum query_get q = QUERY_ABSENT;
 
-static void params_free(struct params *p)
-{
-	evhttp_clear_headers(&p->q);
-	json_decref(p->body);
+	if (r->query)
+		q = admin_query_get(r->query, strlen(r->query), key, buf, len);
+	if (q == QUERY_ABSENT && r->form)
+		q = admin_query_get(r->form, r->form_len, key, buf, len);
+	if (q == QUERY_ABSENT && r->json) {
+		const char *v = json_string_value(json_object_get(r->json, key));
+		if (v) {
+			q = strlen(v) < len ? QUERY_FOUND : QUERY_INVALID;
+			str_copy(buf, q == QUERY_FOUND ? v : "", len);
+		}
+	}
+	if (q == QUERY_INVALID) {
+		char msg[128];
+		snprintf(msg, sizeof(msg), "invalid %s", key);
+		reply_text(r, 400, msg);
+		*failed = true;
+		return NULL;
+	}
+	return q == QUERY_FOUND && buf[0] ? buf : NULL;
 }
 
 /* ---- the endpoints ---- */
 
-static void log_change(const char *client, const char *action, const char *ident, const char *dest,
+static void log_change(struct request *r, const char *action, const char *account, const char *dest,
                        const char *result)
 {
 	struct logbuf lb;
 
 	lb_init(&lb, LOG_INFO, "admin");
-	lb_str(&lb, "client", client);
+	lb_str(&lb, "client", r->client);
 	lb_str(&lb, "action", action);
-	if (ident)
-		lb_str(&lb, "identifier", ident);
+	if (account)
+		lb_str(&lb, "identifier", account);
 	if (dest)
 		lb_str(&lb, "destination", dest);
 	lb_str(&lb, "result", result);
 	lb_emit(&lb);
 }
 
-/* identifier -> canonical account, or a 400 already sent */
-static bool canonical(struct evhttp_request *req, const char *ident, char *out, size_t len)
+/* identifier -> canonical account, or a 400 already sent. Identifiers are
+ * echoed in JSON, so they must be UTF-8. */
+static bool canonical(struct request *r, const char *ident, char *out, size_t len)
 {
-	const char *bad = account_canonical(&A.cfg->rules, ident, strlen(ident), out, len);
-	if (bad) {
-		char msg[200];
-		snprintf(msg, sizeof(msg), "invalid identifier: %s", bad);
-		reply_text(req, 400, "Bad Request", msg);
-		return false;
-	}
-	return true;
+	json_t *probe = json_string(ident);
+	const char *bad = probe ? account_canonical(&A.cfg->rules, ident, strlen(ident), out, len)
+	                        : "not UTF-8";
+	char msg[200];
+
+	json_decref(probe);
+	if (!bad)
+		return true;
+	snprintf(msg, sizeof(msg), "invalid identifier: %s", bad);
+	reply_text(r, 400, msg);
+	return false;
 }
 
-static void get_stats(struct evhttp_request *req)
+static void get_stats(struct request *r)
 {
 	struct router_stats rs;
+
 	router_stats(A.router, &rs);
 	uint64_t total = rs.hits + rs.misses;
 	double rate = total ? 100.0 * (double)rs.hits / (double)total : 0.0;
-	reply_json(req, 200,
+	reply_json(r, 200,
 	           json_pack("{s:I, s:I, s:f, s:I, s:I, s:I}", "cache_hits", (json_int_t)rs.hits,
 	                     "cache_misses", (json_int_t)rs.misses, "hit_rate_pct", rate,
 	                     "cache_entries", (json_int_t)rs.entries, "active_connections",
 	                     (json_int_t)registry_count(), "mappings", (json_int_t)rs.mappings));
 }
 
-static void get_destinations(struct evhttp_request *req)
-{
-	json_t *arr = json_array();
-	for (size_t i = 0; i < A.cfg->n_dests; i++) {
-		struct health_state h = {0};
-		health_get(i, now_ms(), &h);
-		json_array_append_new(arr, json_pack("{s:s, s:i, s:b}", "destination",
-		                                     A.cfg->dests[i].name, "consecutive_failures",
-		                                     (int)h.consecutive_failures, "down", h.down));
-	}
-	reply_json(req, 200, json_pack("{s:o}", "destinations", arr));
-}
-
-static void get_metrics(struct evhttp_request *req)
+static void get_metrics(struct request *r)
 {
 	struct router_stats rs;
 	struct evbuffer *b = evbuffer_new();
 
+	if (!b) {
+		reply_text(r, 500, "internal error");
+		return;
+	}
 	router_stats(A.router, &rs);
-	evbuffer_add_printf(b,
-	                    "# TYPE mailsplice_mapping_cache_hits_total counter\n"
-	                    "mailsplice_mapping_cache_hits_total %llu\n"
-	                    "# TYPE mailsplice_mapping_cache_misses_total counter\n"
-	                    "mailsplice_mapping_cache_misses_total %llu\n"
-	                    "# TYPE mailsplice_mapping_cache_entries gauge\n"
-	                    "mailsplice_mapping_cache_entries %zu\n"
-	                    "# TYPE mailsplice_mappings gauge\n"
-	                    "mailsplice_mappings %zu\n"
-	                    "# TYPE mailsplice_destination_down gauge\n",
-	                    (unsigned long long)rs.hits, (unsigned long long)rs.misses, rs.entries,
-	                    rs.mappings);
-	for (size_t i = 0; i < A.cfg->n_dests; i++) {
-		struct health_state h = {0};
-		health_get(i, now_ms(), &h);
-		evbuffer_add_printf(b, "mailsplice_destination_down{destination=\"%s\"} %d\n",
-		                    A.cfg->dests[i].name, h.down ? 1 : 0);
-	}
-	evbuffer_add_printf(b, "# TYPE mailsplice_destination_consecutive_failures gauge\n");
-	for (size_t i = 0; i < A.cfg->n_dests; i++) {
-		struct health_state h = {0};
-		health_get(i, now_ms(), &h);
-		evbuffer_add_printf(
-		        b,
-		        "mailsplice_destination_consecutive_failures{destination=\"%s\"} "
-		        "%u\n",
-		        A.cfg->dests[i].name, h.consecutive_failures);
-	}
-	metrics_admin_request(A.endpoint, 200);
-	metrics_write(b, A.cfg->dest_names, A.cfg->n_dests);
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-	                  "text/plain; version=0.0.4");
-	evhttp_send_reply(req, 200, "OK", b);
+	/* count this scrape before writing, so it sees itself */
+	metrics_admin_request(r->ep, 200);
+	metrics_write(b, A.cfg->dest_names, A.cfg->n_dests, &rs, now_ms());
+	evhttp_add_header(evhttp_request_get_output_headers(r->req), "Content-Type",
+	                  "text/plain; version=0.0.4; charset=utf-8");
+	evhttp_send_reply(r->req, 200, "OK", b);
 	evbuffer_free(b);
 }
 
-static void mappings(struct evhttp_request *req, enum evhttp_cmd_type m, struct params *p,
-                     const char *client)
+static void reset_destination(struct request *r)
 {
-	const char *ident = param(p, "identifier");
+	char dbuf[PARAM_MAX];
+	bool failed = false;
+	const char *d = param(r, "destination", dbuf, sizeof(dbuf), &failed);
+	int di;
+
+	if (failed)
+		return;
+	if (!d) {
+		reply_text(r, 400, "destination required");
+	} else if ((di = config_dest_index(A.cfg, d)) < 0) {
+		reply_text(r, 404, "unknown destination");
+	} else {
+		health_reset((size_t)di);
+		log_change(r, "destination-reset", NULL, d, "ok");
+		reply_text(r, 200, "ok");
+	}
+}
+
+static void get_mapping(struct request *r, const char *ident)
+{
+	char account[ACCOUNT_MAX + 1];
+	struct route route;
+	bool cached = false;
+
+	if (!ident) {
+		reply_text(r, 400, "identifier required");
+		return;
+	}
+	if (!canonical(r, ident, account, sizeof(account)))
+		return;
+	router_peek(A.router, account, &route, &cached);
+	reply_json(r, 200,
+	           json_pack("{s:s, s:s, s:s, s:b, s:b}", "identifier", ident, "normalized",
+	                     account, "destination", A.cfg->dests[route.dest].name,
+	                     "routed_to_default", route.routed_to_default, "cached", cached));
+}
+
+static void put_mapping(struct request *r, const char *ident, const char *dest)
+{
 	char account[ACCOUNT_MAX + 1], err[512];
 	bool existed = false;
 
-	if (m == EVHTTP_REQ_GET) {
-		if (!ident) {
-			reply_text(req, 400, "Bad Request", "identifier required");
-			return;
-		}
-		if (!canonical(req, ident, account, sizeof(account)))
-			return;
-		struct route route;
-		bool cached = false;
-		router_peek(A.router, account, &route, &cached);
-		reply_json(req, 200,
-		           json_pack("{s:s, s:s, s:s, s:b, s:b}", "identifier", ident, "normalized",
-		                     account, "destination", A.cfg->dests[route.dest].name,
-		                     "routed_to_default", route.routed_to_default, "cached",
-		                     cached));
+	if (!ident || !dest) {
+		reply_text(r, 400, "identifier and destination required");
 		return;
 	}
-	if (m == EVHTTP_REQ_PUT || m == EVHTTP_REQ_POST) {
-		const char *dest = param(p, "destination");
-		if (!ident || !dest) {
-			reply_text(req, 400, "Bad Request", "identifier and destination required");
-			return;
-		}
-		int di = config_dest_index(A.cfg, dest);
-		if (di < 0) {
-			reply_text(req, 400, "Bad Request", "unknown destination");
-			return;
-		}
-		if (!canonical(req, ident, account, sizeof(account)))
-			return;
-		if (!router_set(A.router, account, di, &existed, err, sizeof(err))) {
-			log_change(client, "mapping-put", account, dest, err);
-			reply_text(req, 500, "Internal Server Error", "upsert failed");
-			return;
-		}
-		log_change(client, "mapping-put", account, dest, existed ? "updated" : "created");
-		reply_text(req, 200, "OK", "ok");
+	int di = config_dest_index(A.cfg, dest);
+	if (di < 0) {
+		reply_text(r, 400, "unknown destination");
 		return;
 	}
-	/* DELETE */
+	if (!canonical(r, ident, account, sizeof(account)))
+		return;
+	if (!router_set(A.router, account, di, &existed, err, sizeof(err))) {
+		log_change(r, "mapping-put", account, dest, err);
+		reply_text(r, 500, "upsert failed");
+		return;
+	}
+	log_change(r, "mapping-put", account, dest, existed ? "updated" : "created");
+	reply_text(r, 200, "ok");
+}
+
+static void delete_mapping(struct request *r, const char *ident)
+{
+	char account[ACCOUNT_MAX + 1], err[512];
+	bool existed = false;
+
 	if (!ident) {
-		reply_text(req, 400, "Bad Request", "identifier required");
+		reply_text(r, 400, "identifier required");
 		return;
 	}
-	if (!canonical(req, ident, account, sizeof(account)))
+	if (!canonical(r, ident, account, sizeof(account)))
 		return;
 	if (!router_set(A.router, account, -1, &existed, err, sizeof(err))) {
-		log_change(client, "mapping-delete", account, NULL, err);
-		reply_text(req, 500, "Internal Server Error", "delete failed");
+		log_change(r, "mapping-delete", account, NULL, err);
+		reply_text(r, 500, "remove failed");
 		return;
 	}
-	log_change(client, "mapping-delete", account, NULL, existed ? "removed" : "absent");
-	reply_text(req, 200, "OK", existed ? "removed" : "absent");
+	log_change(r, "mapping-delete", account, NULL, existed ? "removed" : "absent");
+	reply_text(r, 200, existed ? "removed" : "absent");
 }
 
-static void kick(struct evhttp_request *req, struct params *p, const char *client)
+static void mappings(struct request *r, unsigned method)
 {
-	const char *ident = param(p, "identifier");
-	const char *dest = param(p, "destination");
-	char account[ACCOUNT_MAX + 1], msg[64];
+	char ibuf[PARAM_MAX], dbuf[PARAM_MAX];
+	bool failed = false;
+	const char *ident = param(r, "identifier", ibuf, sizeof(ibuf), &failed);
 
+	if (failed)
+		return;
+	if (method == ADMIN_GET) {
+		get_mapping(r, ident);
+	} else if (method == ADMIN_PUT) {
+		const char *dest = param(r, "destination", dbuf, sizeof(dbuf), &failed);
+		if (!failed)
+			put_mapping(r, ident, dest);
+	} else {
+		delete_mapping(r, ident);
+	}
+}
+
+static void reload_mappings(struct request *r)
+{
+	char msg[1200];
+	bool ok;
+
+	if (A.hooks.reload_mappings) {
+		ok = A.hooks.reload_mappings(msg, sizeof(msg));
+	} else {
+		size_t entries = 0, flushed = 0;
+		ok = router_reload(A.router, &entries, &flushed, msg, sizeof(msg));
+		if (ok)
+			snprintf(msg, sizeof(msg), "%zu entries, %zu cache entries flushed",
+			         entries, flushed);
+	}
+	log_change(r, "mappings-reload", NULL, NULL, msg);
+	if (ok)
+		reply_text(r, 200, "reloaded");
+	else
+		reply_text(r, 500, "reload failed");
+}
+
+static void invalidate(struct request *r)
+{
+	char ibuf[PARAM_MAX], account[ACCOUNT_MAX + 1];
+	bool failed = false;
+	const char *ident = param(r, "identifier", ibuf, sizeof(ibuf), &failed);
+
+	if (failed || (ident && !canonical(r, ident, account, sizeof(account))))
+		return;
+	size_t n = router_invalidate(A.router, ident ? account : NULL);
+	char result[64];
+	snprintf(result, sizeof(result), "ok entries=%zu", n);
+	log_change(r, "cache-invalidate", ident ? account : "*", NULL, result);
+	reply_text(r, 200, "ok");
+}
+
+static void sessions(struct request *r)
+{
+	char ibuf[PARAM_MAX], account[ACCOUNT_MAX + 1];
+	bool failed = false;
+	const char *ident = param(r, "identifier", ibuf, sizeof(ibuf), &failed);
+
+	if (failed || (ident && !canonical(r, ident, account, sizeof(account))))
+		return;
+	reply_json(r, 200, json_pack("{s:o}", "sessions", registry_list(ident ? account : NULL)));
+}
+
+static void kick(struct request *r)
+{
+	char ibuf[PARAM_MAX], dbuf[PARAM_MAX], account[ACCOUNT_MAX + 1], msg[64];
+	bool failed = false;
+	const char *ident = param(r, "identifier", ibuf, sizeof(ibuf), &failed);
+	const char *dest = failed ? NULL : param(r, "destination", dbuf, sizeof(dbuf), &failed);
+
+	if (failed)
+		return;
 	if (!ident) {
-		reply_text(req, 400, "Bad Request", "identifier required");
+		reply_text(r, 400, "identifier required");
 		return;
 	}
-	if (!canonical(req, ident, account, sizeof(account)))
+	if (!canonical(r, ident, account, sizeof(account)))
 		return;
 	if (dest && config_dest_index(A.cfg, dest) < 0) {
-		reply_text(req, 400, "Bad Request", "unknown destination");
+		reply_text(r, 400, "unknown destination");
 		return;
 	}
-	/* graceful=1 is accepted: sessions still logging in always get the
-	 * protocol's goodbye; relayed ones are closed, because a goodbye
-	 * written into a relayed stream could land inside a response */
+	/* graceful=1 is accepted and changes nothing: sessions still logging
+	 * in always get the protocol's goodbye, relayed ones are closed
+	 * without one, because a goodbye written into a relayed stream could
+	 * land inside a response */
 	size_t n = registry_kick(account, dest);
+	metrics_kicks(n);
 	snprintf(msg, sizeof(msg), "kicked %zu", n);
-	log_change(client, "kick", account, dest, msg);
-	reply_text(req, 200, "OK", msg);
+	log_change(r, "kick", account, dest, msg);
+	reply_text(r, 200, msg);
 }
 
-static void delay(struct evhttp_request *req, struct params *p, const char *client)
+/* seconds as the peer reads them: a non-negative decimal integer */
+static bool parse_seconds(const char *s, uint64_t *out)
 {
-	const char *ident = param(p, "identifier");
-	const char *secs = param(p, "seconds");
-	char account[ACCOUNT_MAX + 1], *end = NULL;
+	uint64_t v = 0;
 
+	if (!*s)
+		return false;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9' || v > (UINT64_MAX - 9) / 10)
+			return false;
+		v = v * 10 + (uint64_t)(*s - '0');
+	}
+	*out = v;
+	return true;
+}
+
+static void delay(struct request *r)
+{
+	char ibuf[PARAM_MAX], sbuf[PARAM_MAX], account[ACCOUNT_MAX + 1];
+	bool failed = false;
+	const char *ident = param(r, "identifier", ibuf, sizeof(ibuf), &failed);
+	const char *secs = failed ? NULL : param(r, "seconds", sbuf, sizeof(sbuf), &failed);
+	uint64_t seconds;
+
+	if (failed)
+		return;
 	if (!ident || !secs) {
-		reply_text(req, 400, "Bad Request", "identifier and seconds required");
+		reply_text(r, 400, "identifier and seconds required");
 		return;
 	}
-	unsigned long n = strtoul(secs, &end, 10);
-	if (!end || *end || n == 0 || n > HOLD_MAX_SECONDS) {
-		reply_text(req, 400, "Bad Request", "invalid seconds");
+	if (!parse_seconds(secs, &seconds)) {
+		reply_text(r, 400, "invalid seconds");
 		return;
 	}
-	if (!canonical(req, ident, account, sizeof(account)))
+	if (!canonical(r, ident, account, sizeof(account)))
 		return;
-	if (!holds_set(account, (unsigned)n, now_ms())) {
-		reply_text(req, 500, "Internal Server Error", "too many holds");
+	if (!holds_set(account, seconds, now_ms())) {
+		log_change(r, "delay", account, NULL, "table full");
+		reply_text(r, 500, "too many holds");
 		return;
 	}
-	log_change(client, "delay", account, NULL, secs);
-	reply_text(req, 200, "OK", "ok");
+	log_change(r, "delay", account, NULL, seconds ? secs : "lifted");
+	reply_text(r, 200, "ok");
 }
 
-static void sessions(struct evhttp_request *req, struct params *p)
+static void reload_config(struct request *r)
 {
-	const char *ident = param(p, "identifier");
-	char account[ACCOUNT_MAX + 1];
+	char msg[1200], text[1300];
 
-	if (ident && !canonical(req, ident, account, sizeof(account)))
+	if (!A.hooks.reload_config) {
+		reply_text(r, 503, "config reload not available");
 		return;
-	reply_json(req, 200, json_pack("{s:o}", "sessions", registry_list(ident ? account : NULL)));
+	}
+	bool ok = A.hooks.reload_config(msg, sizeof(msg));
+	log_change(r, "config-reload", NULL, NULL, ok ? "ok" : msg);
+	if (ok) {
+		reply_json(r, 200, json_pack("{s:b, s:s}", "reloaded", 1, "note", msg));
+	} else {
+		snprintf(text, sizeof(text), "reload failed: %s", msg);
+		reply_text(r, 400, text);
+	}
+}
+
+static void dispatch(struct request *r, unsigned method)
+{
+	switch (r->ep) {
+	case ADMIN_STATS:
+		get_stats(r);
+		break;
+	case ADMIN_METRICS:
+		get_metrics(r);
+		break;
+	case ADMIN_DESTINATIONS:
+		reply_json(r, 200,
+		           json_pack("{s:o}", "destinations",
+		                     health_json(A.cfg->dest_names, A.cfg->n_dests, now_ms())));
+		break;
+	case ADMIN_DESTINATIONS_RESET:
+		reset_destination(r);
+		break;
+	case ADMIN_MAPPINGS:
+		mappings(r, method);
+		break;
+	case ADMIN_MAPPINGS_RELOAD:
+		reload_mappings(r);
+		break;
+	case ADMIN_CACHE_INVALIDATE:
+		invalidate(r);
+		break;
+	case ADMIN_SESSIONS:
+		sessions(r);
+		break;
+	case ADMIN_CONNECTIONS_KICK:
+		kick(r);
+		break;
+	case ADMIN_CONNECTIONS_DELAY:
+		delay(r);
+		break;
+	case ADMIN_CONFIG_RELOAD:
+		reload_config(r);
+		break;
+	case ADMIN_HEALTHZ:
+	case ADMIN_UNKNOWN:
+	case ADMIN_ENDPOINTS:
+		reply_text(r, 404, "not found");
+		break;
+	}
+}
+
+static unsigned method_bit(enum evhttp_cmd_type m)
+{
+	switch (m) {
+	case EVHTTP_REQ_GET:
+		return ADMIN_GET;
+	case EVHTTP_REQ_POST:
+		return ADMIN_POST;
+	case EVHTTP_REQ_PUT:
+		return ADMIN_PUT;
+	case EVHTTP_REQ_DELETE:
+		return ADMIN_DELETE;
+	default:
+		return ADMIN_OTHER;
+	}
 }
 
 static void handle(struct evhttp_request *req, void *arg)
 {
 	struct evhttp_connection *conn = evhttp_request_get_connection(req);
-	enum evhttp_cmd_type m = evhttp_request_get_command(req);
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+	unsigned method = method_bit(evhttp_request_get_command(req));
+	uint64_t now = now_ms();
 	char *peer = NULL;
 	ev_uint16_t port = 0;
-	uint64_t now = now_ms();
-	char client[64];
+	struct request r = {.req = req};
 
-	evhttp_connection_get_peer(conn, &peer, &port);
-	str_copy(client, peer ? peer : "?", sizeof(client));
-	A.endpoint = "other";
-	if (path) {
-		static const char *const known[] = {"/healthz",
-		                                    "/stats",
-		                                    "/metrics",
-		                                    "/destinations",
-		                                    "/destinations/reset",
-		                                    "/mappings",
-		                                    "/mappings/reload",
-		                                    "/cache/invalidate",
-		                                    "/sessions",
-		                                    "/connections/kick",
-		                                    "/connections/delay",
-		                                    "/config/reload",
-		                                    NULL};
-		for (size_t i = 0; known[i]; i++) {
-			if (strcmp(path, known[i]) == 0)
-				A.endpoint = known[i];
-		}
-	}
-	if (locked_out(client, now)) {
-		reply_text(req, 429, "Too Many Requests", "locked out");
+	/* evhttp falls back to a plain socket when the TLS bufferevent could
+	 * not be made (out of memory): never serve the API in the clear */
+	if (!conn || !bufferevent_openssl_get_ssl(evhttp_connection_get_bufferevent(conn))) {
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+		evhttp_send_error(req, 400, "TLS required");
 		return;
 	}
-	if (!path)
-		path = "/";
-	if (strcmp(path, "/healthz") == 0 && m == EVHTTP_REQ_GET) {
-		reply_text(req, 200, "OK", "ok");
+	evhttp_connection_get_peer(conn, &peer, &port);
+	str_copy(r.client, peer ? peer : "?", sizeof(r.client));
+	r.ep = admin_route(uri ? evhttp_uri_get_path(uri) : NULL);
+	r.query = uri ? evhttp_uri_get_query(uri) : NULL;
+
+	if (admin_lockout_is_locked(&A.lockout, r.client, now)) {
+		reply_text(&r, 429, "locked out");
+		return;
+	}
+	if (!admin_needs_token(r.ep)) {
+		if (method & admin_endpoint_methods(r.ep))
+			reply_text(&r, 200, "ok");
+		else
+			method_not_allowed(&r);
 		return;
 	}
 	if (!token_ok(req)) {
-		auth_failed(client, now);
-		log_msg(LOG_WARN, "admin-unauthorized", "client=%s", client);
-		reply_text(req, 401, "Unauthorized", "unauthorized");
+		if (admin_lockout_failure(&A.lockout, r.client, now))
+			log_msg(LOG_WARN, "admin-lockout", "client=%s duration_ms=%llu", r.client,
+			        (unsigned long long)A.cfg->admin_lockout_duration_ms);
+		log_msg(LOG_WARN, "admin-unauthorized", "client=%s endpoint=%s", r.client,
+		        admin_endpoint_name(r.ep));
+		reply_text(&r, 401, "unauthorized");
 		return;
 	}
-	auth_succeeded(client);
+	admin_lockout_success(&A.lockout, r.client);
 
-	struct params p;
-	params_load(req, &p);
-	bool get = m == EVHTTP_REQ_GET, post = m == EVHTTP_REQ_POST;
-	char msg[1200];
-	if (strcmp(path, "/stats") == 0) {
-		get ? get_stats(req)
-		    : reply_text(req, 405, "Method Not Allowed", "method not allowed");
-	} else if (strcmp(path, "/metrics") == 0) {
-		get ? get_metrics(req)
-		    : reply_text(req, 405, "Method Not Allowed", "method not allowed");
-	} else if (strcmp(path, "/destinations") == 0) {
-		get ? get_destinations(req)
-		    : reply_text(req, 405, "Method Not Allowed", "method not allowed");
-	} else if (strcmp(path, "/destinations/reset") == 0) {
-		const char *d = param(&p, "destination");
-		int di = d ? config_dest_index(A.cfg, d) : -1;
-		if (!post)
-			reply_text(req, 405, "Method Not Allowed", "method not allowed");
-		else if (!d)
-			reply_text(req, 400, "Bad Request", "destination required");
-		else if (di < 0)
-			reply_text(req, 404, "Not Found", "unknown destination");
-		else {
-			health_reset((size_t)di);
-			log_change(client, "destination-reset", NULL, d, "ok");
-			reply_text(req, 200, "OK", "ok");
-		}
-	} else if (strcmp(path, "/mappings") == 0) {
-		if (get || post || m == EVHTTP_REQ_PUT || m == EVHTTP_REQ_DELETE)
-			mappings(req, m, &p, client);
-		else
-			reply_text(req, 405, "Method Not Allowed", "method not allowed");
-	} else if (strcmp(path, "/mappings/reload") == 0) {
-		if (!post) {
-			reply_text(req, 405, "Method Not Allowed", "method not allowed");
-		} else if (A.hooks.reload_mappings(msg, sizeof(msg))) {
-			log_change(client, "mappings-reload", NULL, NULL, msg);
-			reply_text(req, 200, "OK", "reloaded");
-		} else {
-			log_change(client, "mappings-reload", NULL, NULL, msg);
-			reply_text(req, 500, "Internal Server Error", "reload failed");
-		}
-	} else if (strcmp(path, "/cache/invalidate") == 0) {
-		const char *ident = param(&p, "identifier");
-		char account[ACCOUNT_MAX + 1];
-		if (!post) {
-			reply_text(req, 405, "Method Not Allowed", "method not allowed");
-		} else if (!ident || canonical(req, ident, account, sizeof(account))) {
-			router_invalidate(A.router, ident ? account : NULL);
-			log_change(client, "cache-invalidate", ident ? account : "*", NULL, "ok");
-			reply_text(req, 200, "OK", "ok");
-		}
-	} else if (strcmp(path, "/sessions") == 0) {
-		get ? sessions(req, &p)
-		    : reply_text(req, 405, "Method Not Allowed", "method not allowed");
-	} else if (strcmp(path, "/connections/kick") == 0 || strcmp(path, "/sessions/kick") == 0) {
-		post ? kick(req, &p, client)
-		     : reply_text(req, 405, "Method Not Allowed", "method not allowed");
-	} else if (strcmp(path, "/connections/delay") == 0) {
-		post ? delay(req, &p, client)
-		     : reply_text(req, 405, "Method Not Allowed", "method not allowed");
-	} else if (strcmp(path, "/config/reload") == 0) {
-		if (!post) {
-			reply_text(req, 405, "Method Not Allowed", "method not allowed");
-		} else {
-			bool ok = A.hooks.reload_config(msg, sizeof(msg));
-			log_change(client, "config-reload", NULL, NULL, ok ? "ok" : "failed");
-			reply_json(req, ok ? 200 : 400,
-			           json_pack("{s:b, s:s}", "reloaded", ok, "note", msg));
-		}
-	} else {
-		reply_text(req, 404, "Not Found", "not found");
+	if (r.ep == ADMIN_UNKNOWN) {
+		reply_text(&r, 404, "not found");
+		return;
 	}
-	params_free(&p);
+	if (!(method & admin_endpoint_methods(r.ep))) {
+		method_not_allowed(&r);
+		return;
+	}
+	body_load(&r);
+	dispatch(&r, method);
+	free(r.form);
+	json_decref(r.json);
 }
 
 /* ---- start / stop ---- */
@@ -556,8 +656,32 @@ static void handle(struct evhttp_request *req, void *arg)
 static struct bufferevent *make_bev(struct event_base *base, void *arg)
 {
 	SSL *ssl = SSL_new(A.ctx);
-	return bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
-	                                      BEV_OPT_CLOSE_ON_FREE);
+
+	if (!ssl)
+		return NULL; /* refused in handle(): see the TLS check there */
+	struct bufferevent *bev = bufferevent_openssl_socket_new(
+	        base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+	if (!bev)
+		SSL_free(ssl);
+	return bev;
+}
+
+static bool load_own_ctx(const struct config *cfg, char *err, size_t errlen)
+{
+	A.ctx = SSL_CTX_new(TLS_server_method());
+	A.own_ctx = true;
+	if (A.ctx && SSL_CTX_use_certificate_chain_file(A.ctx, cfg->admin_cert) == 1 &&
+	    SSL_CTX_use_PrivateKey_file(A.ctx, cfg->admin_key, SSL_FILETYPE_PEM) == 1 &&
+	    SSL_CTX_check_private_key(A.ctx) == 1) {
+		SSL_CTX_set_min_proto_version(A.ctx, TLS1_2_VERSION);
+		return true;
+	}
+	char ssl_err[256] = "";
+	ERR_error_string_n(ERR_get_error(), ssl_err, sizeof(ssl_err));
+	snprintf(err, errlen, "admin.cert/admin.key: cannot use %s / %s: %s", cfg->admin_cert,
+	         cfg->admin_key, ssl_err);
+	ERR_clear_error();
+	return false;
 }
 
 bool admin_start(struct event_base *base, const struct config *cfg, struct router *router,
@@ -565,20 +689,22 @@ bool admin_start(struct event_base *base, const struct config *cfg, struct route
 {
 	int one = 1;
 
+	admin_stop();
 	memset(&A, 0, sizeof(A));
 	A.cfg = cfg;
 	A.router = router;
-	A.hooks = *hooks;
+	if (hooks)
+		A.hooks = *hooks;
+	if (!cfg->admin_token || strlen(cfg->admin_token) < cfg->admin_min_token_len) {
+		snprintf(err, errlen, "admin: no bearer token of at least %u characters",
+		         cfg->admin_min_token_len);
+		return false;
+	}
 	if (cfg->admin_cert) {
-		A.ctx = SSL_CTX_new(TLS_server_method());
-		A.own_ctx = true;
-		if (!A.ctx || SSL_CTX_use_certificate_chain_file(A.ctx, cfg->admin_cert) != 1 ||
-		    SSL_CTX_use_PrivateKey_file(A.ctx, cfg->admin_key, SSL_FILETYPE_PEM) != 1) {
-			snprintf(err, errlen, "admin.cert/admin.key: cannot load %s / %s",
-			         cfg->admin_cert, cfg->admin_key);
+		if (!load_own_ctx(cfg, err, errlen)) {
+			admin_stop();
 			return false;
 		}
-		SSL_CTX_set_min_proto_version(A.ctx, TLS1_2_VERSION);
 	} else {
 		A.ctx = tls;
 	}
@@ -590,6 +716,7 @@ bool admin_start(struct event_base *base, const struct config *cfg, struct route
 	                0);
 	if (fd < 0) {
 		snprintf(err, errlen, "admin.bind: socket: %s", strerror(errno));
+		admin_stop();
 		return false;
 	}
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
@@ -597,20 +724,28 @@ bool admin_start(struct event_base *base, const struct config *cfg, struct route
 	    listen(fd, 64) < 0) {
 		snprintf(err, errlen, "admin.bind %s: %s", cfg->admin_bind.text, strerror(errno));
 		close(fd);
+		admin_stop();
 		return false;
 	}
 	A.http = evhttp_new(base);
 	if (!A.http || !evhttp_accept_socket_with_handle(A.http, fd)) {
 		snprintf(err, errlen, "admin: evhttp setup failed");
 		close(fd);
+		admin_stop();
 		return false;
 	}
+	admin_lockout_init(&A.lockout, cfg->admin_lockout_threshold, cfg->admin_lockout_duration_ms,
+	                   LOCKOUT_SLOTS);
 	evhttp_set_bevcb(A.http, make_bev, NULL);
 	evhttp_set_max_headers_size(A.http, MAX_HEADERS_SIZE);
 	evhttp_set_max_body_size(A.http, MAX_BODY_SIZE);
 	evhttp_set_timeout(A.http, REQUEST_TIMEOUT_S);
-	evhttp_set_allowed_methods(A.http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
-	                                           EVHTTP_REQ_DELETE);
+	/* every method evhttp can parse reaches handle(), which answers a
+	 * wrong one with 401/405 like the peer, not evhttp's 501 */
+	evhttp_set_allowed_methods(A.http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+	                                           EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+	                                           EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
+	                                           EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
 	evhttp_set_gencb(A.http, handle, NULL);
 	log_msg(LOG_INFO, "admin-listen", "addr=%s tls=implicit", cfg->admin_bind.text);
 	return true;
@@ -625,5 +760,7 @@ void admin_stop(void)
 	if (A.own_ctx && A.ctx) {
 		SSL_CTX_free(A.ctx);
 		A.ctx = NULL;
+		A.own_ctx = false;
 	}
+	admin_lockout_free(&A.lockout);
 }

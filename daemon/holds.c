@@ -30,21 +30,27 @@ static void sweep(uint64_t now)
 		strmap_del(&table, dead[i]);
 }
 
-bool holds_set(const char *account, unsigned seconds, uint64_t now_ms)
+bool holds_set(const char *account, uint64_t seconds, uint64_t now_ms)
 {
-	bool ok;
+	bool ok = true;
 
-	if (seconds == 0 || seconds > HOLD_MAX_SECONDS)
-		return false;
 	pthread_mutex_lock(&lock);
 	if (!ready) {
 		strmap_init(&table);
 		ready = true;
 	}
-	if (strmap_len(&table) >= HOLDS_MAX)
-		sweep(now_ms);
-	ok = strmap_len(&table) < HOLDS_MAX &&
-	     strmap_set(&table, account, now_ms + (uint64_t)seconds * 1000);
+	if (seconds == 0) {
+		strmap_del(&table, account);
+	} else {
+		/* saturate: "hold for ever" is a hold, not an overflow into the past */
+		uint64_t ms = seconds > UINT64_MAX / 1000 ? UINT64_MAX : seconds * 1000;
+		uint64_t until = ms > UINT64_MAX - now_ms ? UINT64_MAX : now_ms + ms;
+		uint64_t old;
+		if (!strmap_get(&table, account, &old) && strmap_len(&table) >= HOLDS_MAX)
+			sweep(now_ms);
+		ok = (strmap_get(&table, account, &old) || strmap_len(&table) < HOLDS_MAX) &&
+		     strmap_set(&table, account, until);
+	}
 	pthread_mutex_unlock(&lock);
 	return ok;
 }
@@ -62,4 +68,14 @@ uint64_t holds_remaining_ms(const char *account, uint64_t now_ms)
 	}
 	pthread_mutex_unlock(&lock);
 	return left;
+}
+
+uint64_t holds_wait_ms(const char *account, uint64_t held_since_ms, uint64_t now_ms)
+{
+	uint64_t left = holds_remaining_ms(account, now_ms);
+	uint64_t cap_at = held_since_ms + (uint64_t)HOLD_MAX_SECONDS * 1000;
+
+	if (now_ms >= cap_at)
+		return 0;
+	return left < cap_at - now_ms ? left : cap_at - now_ms;
 }

@@ -12,7 +12,9 @@
 
 static uint64_t now_wall_ms(void)
 {
-	return (uint64_t)time(NULL) * 1000;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -36,9 +38,15 @@ void registry_add(struct live_session *ls)
 void registry_remove(struct live_session *ls)
 {
 	pthread_mutex_lock(&lock);
+	/* a session that never got registered (or is removed twice) must not
+	 * unbalance the count or the list */
+	if (!ls->prev && head != ls) {
+		pthread_mutex_unlock(&lock);
+		return;
+	}
 	if (ls->prev)
 		ls->prev->next = ls->next;
-	else if (head == ls)
+	else
 		head = ls->next;
 	if (ls->next)
 		ls->next->prev = ls->prev;
@@ -114,19 +122,20 @@ size_t registry_count(void)
 json_t *registry_list(const char *account)
 {
 	json_t *arr = json_array();
+	uint64_t now = now_wall_ms();
 
 	pthread_mutex_lock(&lock);
 	for (struct live_session *ls = head; ls; ls = ls->next) {
 		if (account && strcmp(ls->account, account) != 0)
 			continue;
-		json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I}", "id",
-		                      ls->session_id, "account", ls->account, "listener",
-		                      ls->listener, "protocol", proto_name(ls->protocol), "client",
-		                      ls->client, "destination", ls->destination, "state",
-		                      ls->state ? ls->state : "", "data_path",
-		                      ls->data_path ? ls->data_path : "", "started_ms",
-		                      (json_int_t)ls->started_ms, "age_s",
-		                      (json_int_t)((now_wall_ms() - ls->started_ms) / 1000));
+		json_t *o = json_pack(
+		        "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I}", "id", ls->session_id,
+		        "account", ls->account, "listener", ls->listener, "protocol",
+		        proto_name(ls->protocol), "client", ls->client, "destination",
+		        ls->destination, "state", ls->state ? ls->state : "", "data_path",
+		        ls->data_path ? ls->data_path : "", "started_ms",
+		        (json_int_t)ls->started_ms, "age_s",
+		        (json_int_t)(now > ls->started_ms ? (now - ls->started_ms) / 1000 : 0));
 		json_array_append_new(arr, o);
 	}
 	pthread_mutex_unlock(&lock);

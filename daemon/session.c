@@ -602,6 +602,7 @@ void session_login(struct session *s, const char *login_user)
 
 	session_client_pause(s, true);
 	s->phase = PHASE_BACKEND;
+	s->hold_since_ms = 0;
 	str_copy(s->login_user, login_user, sizeof(s->login_user));
 	bad = account_canonical(&cfg->rules, login_user, strlen(login_user), s->account,
 	                        sizeof(s->account));
@@ -627,9 +628,20 @@ static void on_hold_over(evutil_socket_t fd, short what, void *arg)
 static void route_account(struct session *s)
 {
 	struct route route;
-	uint64_t held = holds_remaining_ms(s->account, now_ms());
+	uint64_t now = now_ms();
+
+	if (!s->hold_since_ms)
+		s->hold_since_ms = now;
+	/* a hold delays one login by at most HOLD_MAX_SECONDS, as in the
+	 * reference proxy, then it routes with the mapping in force */
+	uint64_t held = holds_wait_ms(s->account, s->hold_since_ms, now);
 
 	if (held) {
+		/* the operator's hold, not the client, is slow: preauth_timeout
+		 * counts again from the end of the wait */
+		uint64_t limit = held + s->ls->preauth_timeout_ms;
+		struct timeval ptv = {(time_t)(limit / 1000), (suseconds_t)(limit % 1000) * 1000};
+		evtimer_add(s->timer, &ptv);
 		log_msg(LOG_INFO, "login-held", "id=%s wait_ms=%llu", s->id,
 		        (unsigned long long)held);
 		if (!s->retry)

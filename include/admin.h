@@ -15,15 +15,18 @@
 #include "config.h"
 #include "mapping.h"
 
+/* What main provides; either may be NULL. msg says what happened (on
+ * success it becomes the "note" of POST /config/reload). */
 struct admin_hooks {
-	/* re-read and validate the configuration file; msg says what happened */
+	/* re-read and validate the configuration file; NULL: 503 */
 	bool (*reload_config)(char *msg, size_t len);
-	/* re-read the mapping file */
+	/* re-read the mapping file; NULL: router_reload() directly */
 	bool (*reload_mappings)(char *msg, size_t len);
 };
 
-/* Bind [admin] bind and serve. tls: the context to present (the default
- * [tls.certificate]), or NULL to use admin.cert/admin.key. */
+/* Bind [admin] bind and serve on base (the main thread's loop). tls: the
+ * context to present (the default [tls.certificate]); admin.cert/admin.key,
+ * when set, take precedence. cfg and router must outlive the API. */
 bool admin_start(struct event_base *base, const struct config *cfg, struct router *router,
                  SSL_CTX *tls, const struct admin_hooks *hooks, char *err, size_t errlen);
 /* Stop accepting admin requests (shutdown). Safe to call twice. */

@@ -111,6 +111,7 @@ struct session {
 	const struct cfg_destination *d;
 	const struct cfg_endpoint *ep;
 	bool routed_to_default;
+	uint64_t hold_since_ms; /* when a /connections/delay hold first held this login */
 
 	/* backend connect */
 	struct sockaddr_storage *addrs;

@@ -90,13 +90,15 @@ def admin(harness_state, pki, legacy_stack, new_stack):
     assert p.stop() == 0
 
 
-def curl(p, method, path, token=None, source=CLIENT_ADDR, data=None):
+def curl(p, method, path, token=None, source=CLIENT_ADDR, data=None, form=None, extra=()):
     cmd = ["curl", "-sS", "--interface", source, "--cacert", p.ca_file, "-X", method,
-           "-w", "\n%{http_code}", f"https://{PROXY_ADDR}:{ADMIN}{path}"]
+           "-w", "\n%{http_code}", f"https://{PROXY_ADDR}:{ADMIN}{path}", *extra]
     if token is not False:
         cmd += ["-H", f"Authorization: Bearer {token or p.token}"]
     if data is not None:
         cmd += ["-H", "Content-Type: application/json", "--data", json.dumps(data)]
+    if form is not None:
+        cmd += ["--data-raw", form]  # curl's default: application/x-www-form-urlencoded
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
     assert out.returncode == 0, out.stderr
     body, _, code = out.stdout.rpartition("\n")
@@ -118,7 +120,33 @@ def test_healthz_and_auth(admin):
     assert set(stats) >= {"cache_hits", "cache_misses", "hit_rate_pct", "cache_entries",
                           "active_connections"}
     assert curl(admin, "GET", "/nope") == (404, "not found")
+    assert curl(admin, "GET", "/nope", token=False) == (401, "unauthorized")
     assert curl(admin, "DELETE", "/stats") == (405, "method not allowed")
+
+
+def test_paths_and_methods_as_the_peer(admin):
+    """Trailing slashes do not count; /healthz answers a wrong method with 405 without
+    asking for the token; every other wrong method is a 405 once authenticated, including
+    methods no endpoint accepts; POST /mappings is not an alias of PUT."""
+    assert curl(admin, "GET", "/stats/")[0] == 200
+    assert curl(admin, "POST", "/cache/invalidate/") == (200, "ok")
+    assert curl(admin, "GET", "/healthz/", token=False) == (200, "ok")
+    assert curl(admin, "POST", "/healthz", token=False) == (405, "method not allowed")
+    assert curl(admin, "PATCH", "/stats") == (405, "method not allowed")
+    assert curl(admin, "OPTIONS", "/mappings") == (405, "method not allowed")
+    assert curl(admin, "PATCH", "/stats", token=False) == (401, "unauthorized")
+    assert curl(admin, "POST", "/mappings?identifier=x&destination=new") == \
+        (405, "method not allowed")
+    assert curl(admin, "GET", "/connections/kick?identifier=x") == (405, "method not allowed")
+    assert curl(admin, "GET", "/") == (404, "not found")
+    assert curl(admin, "GET", "/sessions/kick") == (404, "not found")
+    # the 405 says what is allowed
+    out = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-D", "-", "--interface", CLIENT_ADDR,
+                          "--cacert", admin.ca_file, "-X", "POST", "-H",
+                          f"Authorization: Bearer {admin.token}",
+                          f"https://{PROXY_ADDR}:{ADMIN}/mappings"],
+                         capture_output=True, text=True, timeout=20)
+    assert "allow: get, put, delete" in out.stdout.lower()
 
 
 def test_lockout_after_failures(admin):
@@ -160,6 +188,26 @@ def test_mapping_put_get_delete_on_disk(admin):
     assert code == 400 and "invalid identifier" in body
 
 
+def test_identifier_encodings(admin):
+    """'+' is part of the address (subaddressing), as at the peer; %-escapes decode;
+    a form body works like the query string; NUL bytes and non-UTF-8 are refused."""
+    assert curl(admin, "PUT", "/mappings?identifier=gina+lists@example.org&destination=new") \
+        == (200, "ok")
+    assert "gina+lists@example.org\tnew" in mapping_file(admin)
+    code, body = curl(admin, "GET", "/mappings?identifier=gina%2Blists%40example.org")
+    assert code == 200 and json.loads(body)["normalized"] == "gina+lists@example.org"
+    assert json.loads(body)["destination"] == "new"
+    assert curl(admin, "DELETE", "/mappings", form="identifier=gina+lists@example.org") == \
+        (200, "removed")
+    assert "gina+lists" not in mapping_file(admin)
+    code, body = curl(admin, "GET", "/mappings?identifier=a%00b@example.org")
+    assert (code, body) == (400, "invalid identifier")
+    code, body = curl(admin, "GET", "/mappings?identifier=%ff@example.org")
+    assert code == 400 and body.startswith("invalid identifier")
+    code, body = curl(admin, "GET", "/mappings?identifier=" + "a" * 2000)
+    assert (code, body) == (400, "invalid identifier")
+
+
 def test_reload_after_hand_edit(admin):
     with open(admin.mapping_path, "a") as f:
         f.write("bob@example.org new\n")
@@ -191,6 +239,18 @@ def test_destinations_and_reset(admin):
 def test_config_reload_validates(admin):
     code, body = curl(admin, "POST", "/config/reload")
     assert code == 200 and json.loads(body)["reloaded"] is True
+    assert "restart" in json.loads(body)["note"]
+    with open(admin.config_path) as f:
+        good = f.read()
+    try:
+        with open(admin.config_path, "a") as f:
+            f.write("\n[server]\nthreads = 2\n")  # a table twice: invalid TOML
+        code, body = curl(admin, "POST", "/config/reload")
+        assert code == 400 and body.startswith("reload failed: "), body
+    finally:
+        with open(admin.config_path, "w") as f:
+            f.write(good)
+    assert curl(admin, "POST", "/config/reload")[0] == 200
 
 
 def imap_session(p):
@@ -253,12 +313,28 @@ def test_delay_holds_login_then_releases(admin, legacy_stack):
     s.close()
     admin.wait_log(r"event=login-held id=\S+ wait_ms=\d+")
     assert held > 1.0, f"login was not held ({held:.2f}s)"
-    assert curl(admin, "POST", "/connections/delay?identifier=alice@example.org&seconds=0") == \
-        (400, "invalid seconds")
-    assert curl(admin, "POST", "/connections/delay?identifier=alice@example.org&seconds=121") \
-        == (400, "invalid seconds")
+    for bad in ("abc", "-1", "1.5", "99999999999999999999999"):
+        assert curl(admin, "POST",
+                    f"/connections/delay?identifier=alice@example.org&seconds={bad}") == \
+            (400, "invalid seconds")
     assert curl(admin, "POST", "/connections/delay?identifier=alice@example.org") == \
         (400, "identifier and seconds required")
+    assert curl(admin, "POST", "/connections/delay?seconds=5") == \
+        (400, "identifier and seconds required")
+
+
+def test_delay_longer_hold_and_lift(admin, legacy_stack):
+    """As at the peer, a hold may be longer than one login waits (each login is held at
+    most 120 s), and seconds=0 lifts it: the next login is not held at all."""
+    assert curl(admin, "POST", "/connections/delay?identifier=alice&seconds=600") == \
+        (200, "ok")
+    assert curl(admin, "POST", "/connections/delay?identifier=alice@example.org&seconds=0") \
+        == (200, "ok")
+    mark = admin.log_size()
+    s, f = imap_session(admin)
+    s.close()
+    admin.wait_log(r"event=admin .*action=\S*delay.*result=\S*lifted", since=0)
+    assert "event=login-held" not in admin.log_text(mark)
 
 
 METRIC_LINE = r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*"' \
@@ -300,4 +376,67 @@ def test_metrics_format(admin):
     assert types["mailsplice_logins_total"] == "counter"
     assert samples['mailsplice_logins_total{protocol="imap",result="ok"}'] >= 1
     assert 'mailsplice_destination_down{destination="legacy"}' in samples
+    assert types["mailsplice_kicks_total"] == "counter"
+    assert samples["mailsplice_kicks_total"] >= 1  # the cutover test kicked alice
+    assert samples['mailsplice_admin_requests_total{endpoint="/mappings",status="200"}'] >= 1
+    assert samples['mailsplice_admin_requests_total{endpoint="other",status="404"}'] >= 1
     assert any(k.startswith("mailsplice_admin_requests_total{") for k in samples)
+
+
+def raw_tls(p, request, source=CLIENT_ADDR):
+    ctx = ssl.create_default_context(cafile=p.ca_file)
+    s = ctx.wrap_socket(connect(ADMIN, source=source), server_hostname=PROXY_ADDR)
+    s.settimeout(15)
+    data = b""
+    try:
+        s.sendall(request)  # the daemon may refuse before reading it all
+    except (ConnectionResetError, BrokenPipeError, ssl.SSLError, OSError):
+        pass
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except (ConnectionResetError, ssl.SSLError, OSError):
+        pass
+    s.close()
+    return data
+
+
+JUNK_SRC = "127.0.0.11"  # its 401s must not lock out the other tests' address
+
+
+def test_hostile_requests_never_hurt(admin):
+    """Plain HTTP on the TLS port is not served; oversized headers and bodies, broken
+    request lines and binary garbage get an error or a close; the API keeps answering."""
+    s = connect(ADMIN, source=JUNK_SRC)
+    s.settimeout(15)
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    try:
+        plain = s.recv(4096)
+    except (ConnectionResetError, OSError):
+        plain = b""
+    s.close()
+    assert b"HTTP/1.1 200" not in plain and b"ok" not in plain
+
+    auth = f"Authorization: Bearer {admin.token}\r\n".encode()
+    big_header = b"GET /stats HTTP/1.1\r\nHost: x\r\n" + auth + \
+        b"X-Pad: " + b"a" * 20000 + b"\r\n\r\n"
+    assert b" 200 " not in raw_tls(admin, big_header, JUNK_SRC).split(b"\r\n")[0]
+    big_body = b"PUT /mappings HTTP/1.1\r\nHost: x\r\n" + auth + \
+        b"Content-Length: 1000000\r\nConnection: close\r\n\r\n" + b"{" * 100000
+    first = raw_tls(admin, big_body, JUNK_SRC).split(b"\r\n")[0]
+    assert b" 200 " not in first, first
+    for junk in (b"\x00\xff" * 500 + b"\r\n\r\n", b"GET\r\n\r\n",
+                 b"GET /stats HTTP/9.9\r\n\r\n", b"FOO /stats HTTP/1.1\r\n\r\n",
+                 b"PUT /mappings HTTP/1.1\r\n" + auth +
+                 b"Content-Type: application/json\r\nContent-Length: 9\r\n"
+                 b"Connection: close\r\n\r\n[1,2,{}]]"):
+        assert b" 200 " not in raw_tls(admin, junk, JUNK_SRC).split(b"\r\n")[0]
+    # a JSON body that is not an object is no parameter at all
+    assert curl(admin, "PUT", "/mappings", data=["identifier", "x"]) == \
+        (400, "identifier and destination required")
+    assert curl(admin, "GET", "/healthz", token=False) == (200, "ok")
+    assert curl(admin, "GET", "/stats")[0] == 200
+    assert admin.alive()
