@@ -19,7 +19,12 @@ typedef __u32 __wsum;
 
 enum bpf_map_type {
 	BPF_MAP_TYPE_HASH = 1,
+	BPF_MAP_TYPE_ARRAY = 2,
 	BPF_MAP_TYPE_SOCKHASH = 18,
+};
+
+enum {
+	BPF_F_MMAPABLE = 1024,
 };
 
 enum sk_action {
@@ -27,6 +32,16 @@ enum sk_action {
 	SK_PASS = 1,
 };
 
-struct __sk_buff;
+/* UAPI: len is the first member; the verifier rewrites context accesses */
+struct __sk_buff {
+	__u32 len;
+};
+
+struct bpf_sock;
+
+/* CO-RE: only the field read is named; libbpf relocates its offset */
+struct tcp_sock {
+	__u32 write_seq;
+} __attribute__((preserve_access_index));
 
 #endif

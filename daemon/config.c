@@ -378,6 +378,7 @@ static void load_server(struct loader *l, const struct toml_value *root)
 	                                   "max_literal_size",
 	                                   "user",
 	                                   "group",
+	                                   "kernel_queue_limit",
 	                                   NULL};
 	static const char *const data_paths[] = {"auto", "sockmap", "splice", "userspace", NULL};
 	const struct toml_value *t = get_table(l, root, "", "server");
@@ -421,6 +422,10 @@ static void load_server(struct loader *l, const struct toml_value *root)
 	        (size_t)get_int(l, t, "server", "max_literal_size", 65536, 1024, 16 * 1024 * 1024);
 	c->user = get_str(l, t, "server", "user", NULL);
 	c->group = get_str(l, t, "server", "group", NULL);
+	/* sockmap: what one direction may leave queued in the kernel before
+	 * the sender is stopped (docs/datapath.md) */
+	c->kernel_queue_limit = (uint32_t)get_int(l, t, "server", "kernel_queue_limit", 4 << 20,
+	                                          64 * 1024, 256 << 20);
 }
 
 /* ---- [tls] ---- */

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "health.h"
+#include "relay.h"
 #include "util.h"
 
 #define PATHS          5 /* userspace, sockmap, ktls-splice, splice, none */
@@ -151,6 +152,9 @@ void metrics_write(struct evbuffer *out, const char *const *names, size_t n,
 		evbuffer_add_printf(out, "mailsplice_sessions_active{protocol=\"%s\"} %lld\n",
 		                    proto_name((enum proto)p),
 		                    (long long)atomic_load(&sessions_active[p]));
+	header(out, "mailsplice_sockmap_sockets", "gauge",
+	       "Sockets of relayed sessions in the BPF sockmap now (two per session).");
+	evbuffer_add_printf(out, "mailsplice_sockmap_sockets %zu\n", sockmap_slots_in_use());
 	header(out, "mailsplice_logins_total", "counter", "Login attempts by result.");
 	for (int p = 0; p < PROTO_COUNT; p++)
 		for (int r = 0; r < LOGIN_RESULTS; r++)

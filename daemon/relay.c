@@ -1,58 +1,96 @@
 /*
- * The userspace data path (see relay.h): bytes move through a bounded
- * buffer per direction, with OpenSSL on TLS legs. A direction stops
- * reading its source while its buffer is full, so a slow reader slows the
- * writer down through TCP flow control instead of growing our memory.
+ * The data path after the login (see relay.h, docs/datapath.md).
  *
- * Half-close is forwarded: when one side ends its stream, the other side
- * gets FIN (and a TLS close_notify) once everything before it was written.
+ * A relay is two legs and two directions. Each direction picks its own
+ * engine when the relay starts:
+ *
+ *   sockmap    both legs plain and the verdict program loaded: the kernel
+ *              redirects; the daemon takes the direction back ("held")
+ *              when the program passes bytes up (its in-kernel queue limit
+ *              was reached), at the end of the stream, or at start-up
+ *              until the bytes read before the hand-over are written;
+ *   splice     the source can be read in the kernel (plain, or kTLS RX)
+ *              and the destination written there (plain, or kTLS TX):
+ *              splice(2) through a pipe taken from a per-thread pool only
+ *              while bytes are in flight;
+ *   userspace  anything else: a bounded buffer, OpenSSL on TLS legs.
+ *
+ * Every engine stops reading its source while its bound is reached, so a
+ * slow reader slows the writer down through TCP flow control instead of
+ * growing anybody's memory. An end of stream is forwarded (FIN, and a TLS
+ * close_notify) once everything before it was written; a reset is
+ * forwarded as a reset.
  */
 #include "relay.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/sockios.h>
+#include <netinet/in.h>
+#include <linux/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/bio.h>
 #include <openssl/err.h>
 
 #include "log.h"
 #include "util.h"
 
-#define DIR_BUFFER (256 * 1024) /* per direction: bounds memory per session */
-#define READ_CHUNK (16 * 1024)
+#define DIR_BUFFER        (256 * 1024) /* userspace bytes per direction */
+#define READ_CHUNK        (16 * 1024)
+#define PIPE_CAP          (64 * 1024) /* the default pipe size: 16 pages */
+#define POOL_MAX          64          /* idle pipes kept per thread */
+#define DRAIN_POLL_MIN_US 500
+#define DRAIN_POLL_MAX_US 100000
+
+enum engine { ENGINE_USER, ENGINE_SPLICE, ENGINE_SOCKMAP };
 
 struct leg {
 	struct relay *r;
 	int fd;
 	SSL *ssl;
 	struct event *rev, *wev;
+	bool ktls_rx, ktls_tx;
 	bool eof;          /* the peer ended its stream */
 	bool shut;         /* we ended ours toward this peer */
+	bool readable;     /* a read event arrived and was not yet consumed */
 	bool read_wants_w; /* SSL_read needs writability */
 	bool write_wants_r;
 };
 
-/* A spliced direction: bytes move socket -> pipe -> socket in the kernel.
- * The pipe is the bound: while it is full the source is not read. */
-struct spliced {
-	int rd, wr;
-	size_t held; /* bytes in the pipe */
+struct dir {
+	struct relay *r;
+	struct leg *src, *dst;
+	enum engine engine;
+	const char *path; /* the name in logs and metrics */
+	struct evbuffer *buf;
+	uint64_t *count;
+	/* splice: a pipe while bytes are in it */
+	int prd, pwr;
+	size_t held;
+	/* sockmap */
+	struct ms_dir *k;
+	bool kernel;       /* the verdict program redirects (not held) */
+	uint64_t r0, red0; /* dst's write count and k->redirected at the last resume */
+	uint64_t taken;    /* bytes read from src since the pair joined the map */
+	bool pinned;       /* taken overtook k->passed: never resume (see try_resume) */
+	struct event *drain_ev;
+	unsigned drain_us;
+	uint64_t kernel_bytes; /* k->redirected folded in when the pair leaves the map */
 };
-
-#define PIPE_CAP (64 * 1024) /* the default pipe size: 16 pages */
 
 struct relay {
 	struct event_base *base;
 	struct leg c, b;
-	bool spliced;
-	struct spliced sup, sdown;  /* client->backend, backend->client */
-	struct evbuffer *up, *down; /* client->backend, backend->client */
+	struct dir up, down; /* client->backend, backend->client */
+	struct sockmap_pair pair;
 	struct event *idle;
 	struct event *done_ev;
-	uint64_t idle_ms;
+	uint64_t idle_ms, idle_seen;
 	relay_done_cb done;
 	void *arg;
 	struct relay_stats st;
@@ -60,6 +98,7 @@ struct relay {
 };
 
 static void update(struct relay *r);
+static void step(struct relay *r);
 
 const char *relay_end_name(enum relay_end e)
 {
@@ -67,6 +106,50 @@ const char *relay_end_name(enum relay_end e)
 	                                "error",         "kicked",         "shutdown"};
 	return (unsigned)e < ARRAY_LEN(n) ? n[e] : "?";
 }
+
+/* ---- pipe pool: idle sessions hold no pipe ---- */
+
+static __thread int pool[POOL_MAX][2];
+static __thread int pool_n;
+
+static bool pipe_get(struct dir *d)
+{
+	int p[2];
+
+	if (d->prd >= 0)
+		return true;
+	if (pool_n > 0) {
+		pool_n--;
+		p[0] = pool[pool_n][0];
+		p[1] = pool[pool_n][1];
+	} else if (pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0) {
+		return false;
+	}
+	d->prd = p[0];
+	d->pwr = p[1];
+	d->held = 0;
+	return true;
+}
+
+/* Give the pipe back once it is empty (a pipe with bytes in it is closed,
+ * never pooled: the bytes belong to this session). */
+static void pipe_put(struct dir *d)
+{
+	if (d->prd < 0)
+		return;
+	if (d->held == 0 && pool_n < POOL_MAX) {
+		pool[pool_n][0] = d->prd;
+		pool[pool_n][1] = d->pwr;
+		pool_n++;
+	} else {
+		close(d->prd);
+		close(d->pwr);
+	}
+	d->prd = d->pwr = -1;
+	d->held = 0;
+}
+
+/* ---- teardown ---- */
 
 static void on_done(evutil_socket_t fd, short what, void *arg)
 {
@@ -96,7 +179,43 @@ static void free_leg(struct leg *l, bool abortive)
 	l->fd = -1;
 }
 
-static void finish(struct relay *r, enum relay_end end, const char *detail)
+static void fold_kernel_counts(struct relay *r)
+{
+	struct dir *ds[2] = {&r->up, &r->down};
+
+	for (int i = 0; i < 2; i++) {
+		struct dir *d = ds[i];
+		if (d->k)
+			log_msg(LOG_DEBUG, "relay-kernel",
+			        "dir=%s redirected=%llu passed=%llu pauses=%u user_bytes=%llu",
+			        i ? "down" : "up", (unsigned long long)d->k->redirected,
+			        (unsigned long long)d->k->passed, d->k->pauses,
+			        (unsigned long long)*d->count);
+		if (d->k) {
+			d->kernel_bytes = d->k->redirected;
+			d->k = NULL;
+		}
+		*d->count += d->kernel_bytes;
+		d->kernel_bytes = 0;
+	}
+}
+
+static void free_dir(struct dir *d)
+{
+	if (d->prd >= 0) {
+		close(d->prd);
+		close(d->pwr);
+	}
+	d->prd = d->pwr = -1;
+	if (d->buf)
+		evbuffer_free(d->buf);
+	d->buf = NULL;
+	if (d->drain_ev)
+		event_free(d->drain_ev);
+	d->drain_ev = NULL;
+}
+
+static void finish_how(struct relay *r, enum relay_end end, const char *detail, bool abortive)
 {
 	if (r->finished)
 		return;
@@ -104,18 +223,14 @@ static void finish(struct relay *r, enum relay_end end, const char *detail)
 	r->st.end = end;
 	if (detail)
 		str_copy(r->st.detail, detail, sizeof(r->st.detail));
-	bool abortive = end == RELAY_END_KICKED || end == RELAY_END_ERROR ||
-	                end == RELAY_END_SHUTDOWN || end == RELAY_END_IDLE;
+	/* out of the map first: the sockets must not be redirected into while
+	 * they close */
+	fold_kernel_counts(r);
+	sockmap_pair_remove(&r->pair);
 	free_leg(&r->c, abortive);
 	free_leg(&r->b, abortive);
-	if (r->spliced) {
-		close(r->sup.rd);
-		close(r->sup.wr);
-		close(r->sdown.rd);
-		close(r->sdown.wr);
-	}
-	evbuffer_free(r->up);
-	evbuffer_free(r->down);
+	free_dir(&r->up);
+	free_dir(&r->down);
 	if (r->idle)
 		event_free(r->idle);
 	r->idle = NULL;
@@ -123,9 +238,33 @@ static void finish(struct relay *r, enum relay_end end, const char *detail)
 	event_active(r->done_ev, EV_TIMEOUT, 0);
 }
 
-/* Read from l into buf (bounded). Returns false if the relay finished. */
-static bool pull(struct relay *r, struct leg *l, struct evbuffer *buf, uint64_t *count)
+static void finish(struct relay *r, enum relay_end end, const char *detail)
 {
+	finish_how(r, end, detail,
+	           end == RELAY_END_KICKED || end == RELAY_END_ERROR || end == RELAY_END_SHUTDOWN ||
+	                   end == RELAY_END_IDLE);
+}
+
+static enum relay_end closed_by(const struct relay *r, const struct leg *l)
+{
+	return l == &r->c ? RELAY_END_CLIENT_CLOSED : RELAY_END_BACKEND_CLOSED;
+}
+
+/* A reset on one leg becomes a reset on the other. */
+static void reset_seen(struct relay *r, struct leg *l)
+{
+	finish_how(r, closed_by(r, l), "connection reset", true);
+}
+
+/* ---- userspace engine ---- */
+
+/* Read from d->src into d->buf (bounded). Returns false if the relay finished. */
+static bool pull(struct dir *d)
+{
+	struct relay *r = d->r;
+	struct leg *l = d->src;
+	struct evbuffer *buf = d->buf;
+
 	while (!l->eof && evbuffer_get_length(buf) < DIR_BUFFER) {
 		struct evbuffer_iovec v;
 		size_t room = DIR_BUFFER - evbuffer_get_length(buf);
@@ -147,6 +286,7 @@ static bool pull(struct relay *r, struct leg *l, struct evbuffer *buf, uint64_t 
 				int e = SSL_get_error(l->ssl, ok);
 				v.iov_len = 0;
 				evbuffer_commit_space(buf, &v, 1);
+				l->readable = false;
 				if (e == SSL_ERROR_WANT_READ) {
 					l->read_wants_w = false;
 					return true;
@@ -155,11 +295,17 @@ static bool pull(struct relay *r, struct leg *l, struct evbuffer *buf, uint64_t 
 					l->read_wants_w = true;
 					return true;
 				}
-				if (e == SSL_ERROR_ZERO_RETURN || e == SSL_ERROR_SYSCALL) {
+				if (e == SSL_ERROR_ZERO_RETURN ||
+				    (e == SSL_ERROR_SYSCALL && errno != ECONNRESET)) {
 					/* close_notify, or a plain TCP close */
 					ERR_clear_error();
 					l->eof = true;
 					return true;
+				}
+				if (e == SSL_ERROR_SYSCALL) {
+					ERR_clear_error();
+					reset_seen(r, l);
+					return false;
 				}
 				char msg[128];
 				ERR_error_string_n(ERR_get_error(), msg, sizeof(msg));
@@ -168,41 +314,41 @@ static bool pull(struct relay *r, struct leg *l, struct evbuffer *buf, uint64_t 
 				return false;
 			}
 		} else {
-			n = read(l->fd, v.iov_base, v.iov_len);
-			if (n < 0) {
+			n = recv(l->fd, v.iov_base, v.iov_len, MSG_DONTWAIT);
+			if (n <= 0) {
+				int err = errno;
 				v.iov_len = 0;
 				evbuffer_commit_space(buf, &v, 1);
-				if (errno == EAGAIN || errno == EINTR)
-					return true;
-				if (errno == ECONNRESET) {
+				l->readable = false;
+				if (n == 0) {
 					l->eof = true;
 					return true;
 				}
-				finish(r, RELAY_END_ERROR, strerror(errno));
+				if (err == EAGAIN || err == EINTR)
+					return true;
+				if (err == ECONNRESET) {
+					reset_seen(r, l);
+					return false;
+				}
+				finish(r, RELAY_END_ERROR, strerror(err));
 				return false;
-			}
-			if (n == 0) {
-				v.iov_len = 0;
-				evbuffer_commit_space(buf, &v, 1);
-				l->eof = true;
-				return true;
 			}
 		}
 		v.iov_len = (size_t)n;
 		evbuffer_commit_space(buf, &v, 1);
-		*count += (uint64_t)n;
-		if (r->idle_ms) {
-			struct timeval tv = {(time_t)(r->idle_ms / 1000),
-			                     (suseconds_t)(r->idle_ms % 1000) * 1000};
-			evtimer_add(r->idle, &tv);
-		}
+		*d->count += (uint64_t)n;
+		d->taken += (uint64_t)n;
 	}
 	return true;
 }
 
-/* Write buf to l. Returns false if the relay finished. */
-static bool push(struct relay *r, struct leg *l, struct evbuffer *buf)
+/* Write d->buf to d->dst. Returns false if the relay finished. */
+static bool push(struct dir *d)
 {
+	struct relay *r = d->r;
+	struct leg *l = d->dst;
+	struct evbuffer *buf = d->buf;
+
 	while (evbuffer_get_length(buf) > 0) {
 		size_t len = evbuffer_get_contiguous_space(buf);
 		unsigned char *p = evbuffer_pullup(buf, (ev_ssize_t)len);
@@ -224,16 +370,18 @@ static bool push(struct relay *r, struct leg *l, struct evbuffer *buf)
 				return true;
 			}
 			ERR_clear_error();
-			finish(r, l == &r->c ? RELAY_END_CLIENT_CLOSED : RELAY_END_BACKEND_CLOSED,
-			       NULL);
+			finish(r, closed_by(r, l), NULL);
 			return false;
 		}
-		ssize_t n = send(l->fd, p, len, MSG_NOSIGNAL);
+		ssize_t n = send(l->fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EINTR)
 				return true;
-			finish(r, l == &r->c ? RELAY_END_CLIENT_CLOSED : RELAY_END_BACKEND_CLOSED,
-			       NULL);
+			if (errno == ECONNRESET) {
+				reset_seen(r, l);
+				return false;
+			}
+			finish(r, closed_by(r, l), NULL);
 			return false;
 		}
 		evbuffer_drain(buf, (size_t)n);
@@ -241,89 +389,276 @@ static bool push(struct relay *r, struct leg *l, struct evbuffer *buf)
 	return true;
 }
 
-static void touch_idle(struct relay *r)
-{
-	if (r->idle_ms) {
-		struct timeval tv = {(time_t)(r->idle_ms / 1000),
-		                     (suseconds_t)(r->idle_ms % 1000) * 1000};
-		evtimer_add(r->idle, &tv);
-	}
-}
+/* ---- splice engine ---- */
 
 /* pipe -> dst. Returns false if the relay finished. */
-static bool splice_out(struct relay *r, struct spliced *p, struct leg *dst)
+static bool splice_out(struct dir *d)
 {
-	while (p->held > 0) {
-		ssize_t n = splice(p->rd, NULL, dst->fd, NULL, p->held,
+	while (d->held > 0) {
+		ssize_t n = splice(d->prd, NULL, d->dst->fd, NULL, d->held,
 		                   SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
 		if (n > 0) {
-			p->held -= (size_t)n;
+			d->held -= (size_t)n;
 			continue;
 		}
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
 			return true;
-		finish(r, dst == &r->c ? RELAY_END_CLIENT_CLOSED : RELAY_END_BACKEND_CLOSED, NULL);
+		if (n < 0 && errno == ECONNRESET)
+			reset_seen(d->r, d->dst);
+		else
+			finish(d->r, closed_by(d->r, d->dst), NULL);
 		return false;
 	}
 	return true;
+}
+
+/* A kTLS RX socket refuses to splice a record that is not application
+ * data (an alert such as close_notify, a handshake message): OpenSSL reads
+ * it through recvmsg and says what it was. */
+static bool ktls_control_record(struct dir *d)
+{
+	/* pull() sets eof on close_notify; application data it reads goes
+	 * out from buf before the next spliced byte */
+	return pull(d);
 }
 
 /* src -> pipe, as far as the pipe has room. */
-static bool splice_in(struct relay *r, struct leg *src, struct spliced *p, uint64_t *count)
+static bool splice_in(struct dir *d)
 {
-	while (!src->eof && p->held < PIPE_CAP) {
-		ssize_t n = splice(src->fd, NULL, p->wr, NULL, PIPE_CAP - p->held,
+	struct leg *src = d->src;
+
+	while (!src->eof && d->held < PIPE_CAP) {
+		if (!pipe_get(d)) {
+			finish(d->r, RELAY_END_ERROR, "no pipe for splice");
+			return false;
+		}
+		ssize_t n = splice(src->fd, NULL, d->pwr, NULL, PIPE_CAP - d->held,
 		                   SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
 		if (n > 0) {
-			p->held += (size_t)n;
-			*count += (uint64_t)n;
-			touch_idle(r);
+			d->held += (size_t)n;
+			*d->count += (uint64_t)n;
 			continue;
 		}
-		if (n == 0 || (n < 0 && errno == ECONNRESET)) {
+		int err = errno;
+		src->readable = false;
+		if (n == 0) {
 			src->eof = true;
 			return true;
 		}
-		if (errno == EAGAIN || errno == EINTR)
+		if (err == EAGAIN || err == EINTR)
 			return true;
-		finish(r, RELAY_END_ERROR, strerror(errno));
+		if (err == ECONNRESET) {
+			reset_seen(d->r, src);
+			return false;
+		}
+		if (src->ktls_rx && (err == EINVAL || err == EIO || err == EBADMSG)) {
+			if (d->held > 0)
+				return true; /* write out what came before it first */
+			return ktls_control_record(d);
+		}
+		finish(d->r, RELAY_END_ERROR, strerror(err));
 		return false;
 	}
 	return true;
 }
 
-static bool move_spliced(struct relay *r, struct leg *src, struct leg *dst, struct evbuffer *buf,
-                         struct spliced *p, uint64_t *count)
+static bool step_splice(struct dir *d)
 {
-	/* bytes read before the hand-over go first, then the kernel's */
-	if (!push(r, dst, buf))
+	/* bytes read in user space go first, then the kernel's */
+	if (!push(d))
 		return false;
-	if (evbuffer_get_length(buf) > 0)
+	if (evbuffer_get_length(d->buf) > 0)
 		return true;
-	return splice_out(r, p, dst) && splice_in(r, src, p, count) && splice_out(r, p, dst);
+	if (!splice_out(d) || !splice_in(d) || !splice_out(d))
+		return false;
+	if (d->held == 0)
+		pipe_put(d);
+	return true;
+}
+
+/* ---- sockmap engine ---- */
+
+/* Bytes ever written into fd's send queue: acked + still queued. Read the
+ * acked count on both sides of the queue length; an ACK in between would
+ * make the sum wrong, so retry until it did not move. */
+static bool write_count(int fd, uint64_t *out)
+{
+	for (int tries = 0; tries < 100; tries++) {
+		struct tcp_info a, b;
+		socklen_t la = sizeof(a), lb = sizeof(b);
+		int outq = 0;
+		if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &a, &la) != 0 ||
+		    ioctl(fd, SIOCOUTQ, &outq) != 0 ||
+		    getsockopt(fd, IPPROTO_TCP, TCP_INFO, &b, &lb) != 0)
+			return false;
+		if (a.tcpi_bytes_acked == b.tcpi_bytes_acked) {
+			*out = a.tcpi_bytes_acked + (uint64_t)outq;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Has everything the program redirected reached dst's send queue? Until it
+ * has, a byte written by the daemon would overtake it. */
+static bool kernel_drained(struct dir *d)
+{
+	uint64_t redirected = d->k->redirected - d->red0;
+	uint64_t now;
+
+	if (redirected == 0)
+		return true;
+	return write_count(d->dst->fd, &now) && now - d->r0 >= redirected;
+}
+
+static void on_drain_poll(evutil_socket_t fd, short what, void *arg)
+{
+	struct dir *d = arg;
+	struct relay *r = d->r;
+
+	if (d->drain_us < DRAIN_POLL_MAX_US)
+		d->drain_us *= 2;
+	step(r); /* both directions: this one, and whatever it unblocks */
+}
+
+static void hold(struct dir *d)
+{
+	d->k->hold = 1;
+	__sync_synchronize();
+	d->kernel = false;
+}
+
+/* Give the direction back to the verdict program: only when every byte it
+ * passed up was read and written on, and dst's queue holds all it
+ * redirected. "Every byte passed up was read" is a count, not a moment:
+ * a passed skb can wait in the kernel's backlog work (the source's receive
+ * memory was full) after a recv() here already returned EAGAIN, so the
+ * program redirects again only while its passed count equals resume_at, the
+ * count read here. Bytes that arrive meanwhile raise passed above it and
+ * keep being passed until the next resume. */
+static bool try_resume(struct dir *d)
+{
+	if (!pull(d))
+		return false;
+	if (evbuffer_get_length(d->buf) > 0 || d->src->eof)
+		return true; /* more to write first */
+	uint64_t passed = d->k->passed;
+	if (passed != d->taken) {
+		if (passed < d->taken && !d->pinned) {
+			/* read a byte the program never saw: counting is off,
+			 * so the kernel never gets this direction back */
+			d->pinned = true;
+			log_msg(LOG_WARN, "relay-kernel",
+			        "dir=%s state=pinned taken=%llu passed=%llu reason=\"bytes read "
+			        "outside the verdict program\"",
+			        d == &d->r->up ? "up" : "down", (unsigned long long)d->taken,
+			        (unsigned long long)passed);
+		}
+		return true; /* the rest is on its way up: wait for it */
+	}
+	if (!write_count(d->dst->fd, &d->r0))
+		return true;
+	d->red0 = d->k->redirected;
+	d->k->resume_at = passed;
+	d->k->rebase = 1;
+	__sync_synchronize();
+	d->k->hold = 0;
+	__sync_synchronize();
+	d->kernel = true;
+	d->drain_us = DRAIN_POLL_MIN_US;
+	return true;
+}
+
+/* In kernel mode a read event means bytes passed up, the end of the stream
+ * or a reset, or nothing at all (the kernel wakes readers after redirecting
+ * too). 1: the daemon must take the direction; 0: nothing to do; -1: the
+ * source was reset (the peek consumed the error, so it is handled here). */
+static int needs_daemon(struct dir *d)
+{
+	char c;
+
+	if (d->k->passed != d->taken)
+		return 1;
+	ssize_t n = recv(d->src->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return 0;
+	if (n < 0 && errno == ECONNRESET) {
+		reset_seen(d->r, d->src);
+		return -1;
+	}
+	return 1;
+}
+
+static bool step_sockmap(struct dir *d)
+{
+	struct leg *src = d->src;
+
+	if (d->kernel) {
+		if (!src->readable)
+			return true;
+		int need = needs_daemon(d);
+		if (need < 0)
+			return false;
+		if (need == 0) {
+			src->readable = false;
+			return true;
+		}
+		hold(d);
+	}
+	/* held: read what was passed up (bounded), wait for the kernel's
+	 * queue to reach dst, write, then resume */
+	if (!pull(d))
+		return false;
+	if (!kernel_drained(d)) {
+		struct timeval tv = {0, (suseconds_t)d->drain_us};
+		evtimer_add(d->drain_ev, &tv);
+		return true;
+	}
+	d->drain_us = DRAIN_POLL_MIN_US;
+	if (!push(d))
+		return false;
+	if (evbuffer_get_length(d->buf) > 0)
+		return true;
+	if (src->eof || d->pinned)
+		return true; /* the end is forwarded by step() */
+	return try_resume(d);
+}
+
+/* ---- both directions ---- */
+
+static bool step_dir(struct dir *d)
+{
+	switch (d->engine) {
+	case ENGINE_SOCKMAP:
+		return step_sockmap(d);
+	case ENGINE_SPLICE:
+		return step_splice(d);
+	case ENGINE_USER:
+		return pull(d) && push(d);
+	}
+	return true;
+}
+
+static bool dir_empty(const struct dir *d)
+{
+	if (evbuffer_get_length(d->buf) > 0 || d->held > 0)
+		return false;
+	return d->engine != ENGINE_SOCKMAP || (!d->kernel && kernel_drained((struct dir *)d));
 }
 
 static void step(struct relay *r)
 {
-	if (r->spliced) {
-		if (!move_spliced(r, &r->c, &r->b, r->up, &r->sup, &r->st.client_to_backend) ||
-		    !move_spliced(r, &r->b, &r->c, r->down, &r->sdown, &r->st.backend_to_client))
-			return;
-	} else if (!pull(r, &r->c, r->up, &r->st.client_to_backend) || !push(r, &r->b, r->up) ||
-	           !pull(r, &r->b, r->down, &r->st.backend_to_client) || !push(r, &r->c, r->down)) {
+	if (!step_dir(&r->up) || !step_dir(&r->down))
 		return;
-	}
 	/* forward an end of stream once everything before it went out */
-	struct leg *pairs[2][2] = {{&r->c, &r->b}, {&r->b, &r->c}};
-	struct evbuffer *bufs[2] = {r->up, r->down};
-	size_t held[2] = {r->sup.held, r->sdown.held};
+	struct dir *ds[2] = {&r->up, &r->down};
 	for (int i = 0; i < 2; i++) {
-		struct leg *src = pairs[i][0], *dst = pairs[i][1];
-		if (src->eof && !dst->shut && evbuffer_get_length(bufs[i]) == 0 && held[i] == 0) {
-			dst->shut = true;
-			if (dst->ssl)
-				SSL_shutdown(dst->ssl);
-			shutdown(dst->fd, SHUT_WR);
+		struct dir *d = ds[i];
+		if (d->src->eof && !d->dst->shut && dir_empty(d)) {
+			d->dst->shut = true;
+			if (d->dst->ssl)
+				SSL_shutdown(d->dst->ssl);
+			shutdown(d->dst->fd, SHUT_WR);
 		}
 	}
 	if (r->c.eof && r->b.eof && r->c.shut && r->b.shut) {
@@ -333,10 +668,35 @@ static void step(struct relay *r)
 	update(r);
 }
 
-static void update_leg(struct leg *l, struct evbuffer *from_l, struct evbuffer *to_l)
+/* What a direction wants from its source (read) and its destination
+ * (write) right now. */
+static bool wants_read(const struct dir *d)
 {
-	bool want_r = (!l->eof && evbuffer_get_length(from_l) < DIR_BUFFER) || l->write_wants_r;
-	bool want_w = (evbuffer_get_length(to_l) > 0 && !l->write_wants_r) || l->read_wants_w;
+	if (d->src->eof)
+		return false;
+	switch (d->engine) {
+	case ENGINE_SOCKMAP:
+		return d->kernel || evbuffer_get_length(d->buf) < DIR_BUFFER;
+	case ENGINE_SPLICE:
+		return evbuffer_get_length(d->buf) == 0 && d->held < PIPE_CAP;
+	case ENGINE_USER:
+		return evbuffer_get_length(d->buf) < DIR_BUFFER;
+	}
+	return false;
+}
+
+static bool wants_write(const struct dir *d)
+{
+	if (d->engine == ENGINE_SOCKMAP && !d->kernel && evbuffer_get_length(d->buf) > 0 &&
+	    evtimer_pending(d->drain_ev, NULL))
+		return false; /* waiting for the kernel's queue, not for room */
+	return d->held > 0 || (evbuffer_get_length(d->buf) > 0 && !d->dst->write_wants_r);
+}
+
+static void update_leg(struct leg *l, const struct dir *out, const struct dir *in)
+{
+	bool want_r = wants_read(out) || l->write_wants_r;
+	bool want_w = wants_write(in) || l->read_wants_w;
 
 	if (want_r)
 		event_add(l->rev, NULL);
@@ -348,70 +708,147 @@ static void update_leg(struct leg *l, struct evbuffer *from_l, struct evbuffer *
 		event_del(l->wev);
 }
 
-static void update_spliced(struct leg *l, const struct spliced *from_l, const struct spliced *to_l,
-                           struct evbuffer *to_buf)
-{
-	if (!l->eof && from_l->held < PIPE_CAP)
-		event_add(l->rev, NULL);
-	else
-		event_del(l->rev);
-	if (to_l->held > 0 || evbuffer_get_length(to_buf) > 0)
-		event_add(l->wev, NULL);
-	else
-		event_del(l->wev);
-}
-
 static void update(struct relay *r)
 {
-	if (r->spliced) {
-		update_spliced(&r->c, &r->sup, &r->sdown, r->down);
-		update_spliced(&r->b, &r->sdown, &r->sup, r->up);
-		return;
-	}
-	update_leg(&r->c, r->up, r->down);
-	update_leg(&r->b, r->down, r->up);
+	update_leg(&r->c, &r->up, &r->down);
+	update_leg(&r->b, &r->down, &r->up);
 }
 
-/* Both legs plain: move the bytes with splice(2) through two pipes. */
-static bool try_splice(struct relay *r, const struct relay_opts *opts)
+static void on_read(evutil_socket_t fd, short what, void *arg)
 {
-	int a[2], b[2];
-
-	if (r->c.ssl || r->b.ssl || (opts && opts->mode == DATA_PATH_USERSPACE) ||
-	    !datapath_caps()->splice)
-		return false;
-	if (pipe2(a, O_NONBLOCK | O_CLOEXEC) != 0)
-		return false;
-	if (pipe2(b, O_NONBLOCK | O_CLOEXEC) != 0) {
-		close(a[0]);
-		close(a[1]);
-		return false;
-	}
-	r->sup = (struct spliced){.rd = a[0], .wr = a[1]};
-	r->sdown = (struct spliced){.rd = b[0], .wr = b[1]};
-	r->spliced = true;
-	r->st.path_up = r->st.path_down = "splice";
-	return true;
+	struct leg *l = arg;
+	l->readable = true;
+	step(l->r);
 }
 
-static void on_io(evutil_socket_t fd, short what, void *arg)
+static void on_write(evutil_socket_t fd, short what, void *arg)
 {
 	struct leg *l = arg;
 	step(l->r);
 }
 
+/* Idle: nothing moved, in user space or in the kernel, for a whole period. */
+static uint64_t activity(const struct relay *r)
+{
+	uint64_t n = r->st.client_to_backend + r->st.backend_to_client;
+	if (r->up.k)
+		n += r->up.k->redirected + r->up.k->passed;
+	if (r->down.k)
+		n += r->down.k->redirected + r->down.k->passed;
+	return n;
+}
+
+static void arm_idle(struct relay *r)
+{
+	struct timeval tv = {(time_t)(r->idle_ms / 1000), (suseconds_t)(r->idle_ms % 1000) * 1000};
+	evtimer_add(r->idle, &tv);
+}
+
 static void on_idle(evutil_socket_t fd, short what, void *arg)
 {
-	finish(arg, RELAY_END_IDLE, NULL);
+	struct relay *r = arg;
+	uint64_t now = activity(r);
+
+	if (now != r->idle_seen) {
+		r->idle_seen = now;
+		arm_idle(r);
+		return;
+	}
+	finish(r, RELAY_END_IDLE, NULL);
 }
+
+/* ---- start ---- */
 
 static void init_leg(struct relay *r, struct leg *l, const struct relay_leg *in)
 {
 	l->r = r;
 	l->fd = in->fd;
 	l->ssl = in->ssl;
-	l->rev = event_new(r->base, in->fd, EV_READ | EV_PERSIST, on_io, l);
-	l->wev = event_new(r->base, in->fd, EV_WRITE | EV_PERSIST, on_io, l);
+	l->rev = event_new(r->base, in->fd, EV_READ | EV_PERSIST, on_read, l);
+	l->wev = event_new(r->base, in->fd, EV_WRITE | EV_PERSIST, on_write, l);
+	if (l->ssl) {
+		l->ktls_rx = BIO_get_ktls_recv(SSL_get_rbio(l->ssl)) == 1;
+		l->ktls_tx = BIO_get_ktls_send(SSL_get_wbio(l->ssl)) == 1;
+	}
+}
+
+static void init_dir(struct relay *r, struct dir *d, struct leg *src, struct leg *dst,
+                     uint64_t *count, struct relay_leg *pending_from)
+{
+	d->r = r;
+	d->src = src;
+	d->dst = dst;
+	d->count = count;
+	d->prd = d->pwr = -1;
+	d->buf = evbuffer_new();
+	d->engine = ENGINE_USER;
+	d->path = "userspace";
+	d->drain_us = DRAIN_POLL_MIN_US;
+	/* what was read but not yet forwarded goes first */
+	if (d->buf && pending_from->pending)
+		evbuffer_add_buffer(d->buf, pending_from->pending);
+	if (pending_from->pending)
+		evbuffer_free(pending_from->pending);
+	pending_from->pending = NULL;
+}
+
+/* Bytes OpenSSL already decrypted are not in the kernel's queue any more:
+ * they go out from the buffer before anything spliced. */
+static void take_ssl_pending(struct dir *d)
+{
+	while (d->src->ssl && SSL_pending(d->src->ssl) > 0 && !d->r->finished)
+		if (!pull(d) || evbuffer_get_length(d->buf) >= DIR_BUFFER)
+			break;
+}
+
+static void choose_engines(struct relay *r, const struct relay_opts *opts)
+{
+	const struct datapath_caps *caps = datapath_caps();
+	enum data_path_mode mode = opts ? opts->mode : DATA_PATH_AUTO;
+	struct dir *ds[2] = {&r->up, &r->down};
+
+	if (mode == DATA_PATH_USERSPACE)
+		return;
+	if (!r->c.ssl && !r->b.ssl && caps->kernel_path && mode == DATA_PATH_SOCKMAP) {
+		char err[160] = "TCP_INFO unavailable on a leg";
+		uint32_t limit =
+		        opts && opts->kernel_queue_limit ? opts->kernel_queue_limit : 4u << 20;
+		/* the kernel redirects from the first byte, so what was read
+		 * before the hand-over must be in the send queues already: it
+		 * is small (a pipelined command), else this pair splices */
+		if (!push(&r->up) || !push(&r->down))
+			return;
+		uint64_t r0[2];
+		if (evbuffer_get_length(r->up.buf) == 0 && evbuffer_get_length(r->down.buf) == 0 &&
+		    write_count(r->b.fd, &r0[0]) && write_count(r->c.fd, &r0[1]) &&
+		    sockmap_pair_add(&r->pair, r->c.fd, r->b.fd, limit, false, err, sizeof(err))) {
+			r->up.k = r->pair.dir[0];
+			r->down.k = r->pair.dir[1];
+			for (int i = 0; i < 2; i++) {
+				ds[i]->engine = ENGINE_SOCKMAP;
+				ds[i]->path = "sockmap";
+				ds[i]->kernel = true;
+				ds[i]->r0 = r0[i];
+				ds[i]->drain_ev = evtimer_new(r->base, on_drain_poll, ds[i]);
+			}
+			return;
+		}
+		if (evbuffer_get_length(r->up.buf) > 0 || evbuffer_get_length(r->down.buf) > 0)
+			snprintf(err, sizeof(err), "bytes from before the hand-over still queued");
+		log_msg(LOG_WARN, "data-path", "sockmap=refused reason=\"%s\" using=splice", err);
+	}
+	if (!caps->splice)
+		return;
+	for (int i = 0; i < 2; i++) {
+		struct dir *d = ds[i];
+		bool src_kernel = !d->src->ssl || d->src->ktls_rx;
+		bool dst_kernel = !d->dst->ssl || d->dst->ktls_tx;
+		if (src_kernel && dst_kernel) {
+			d->engine = ENGINE_SPLICE;
+			d->path = d->src->ssl || d->dst->ssl ? "ktls-splice" : "splice";
+			take_ssl_pending(d);
+		}
+	}
 }
 
 struct relay *relay_start(struct event_base *base, struct relay_leg *client,
@@ -424,36 +861,29 @@ struct relay *relay_start(struct event_base *base, struct relay_leg *client,
 	r->done = done;
 	r->arg = arg;
 	r->idle_ms = opts ? opts->idle_ms : 0;
-	r->up = evbuffer_new();
-	r->down = evbuffer_new();
 	r->done_ev = event_new(base, -1, 0, on_done, r);
 	r->idle = evtimer_new(base, on_idle, r);
 	init_leg(r, &r->c, client);
 	init_leg(r, &r->b, backend);
-	r->st.path_up = r->st.path_down = "userspace";
-	try_splice(r, opts);
-	/* what was read but not yet forwarded goes first */
-	if (client->pending) {
-		evbuffer_add_buffer(r->up, client->pending);
-		evbuffer_free(client->pending);
-		client->pending = NULL;
-	}
-	if (backend->pending) {
-		evbuffer_add_buffer(r->down, backend->pending);
-		evbuffer_free(backend->pending);
-		backend->pending = NULL;
-	}
-	if (!r->up || !r->down || !r->done_ev || !r->idle || !r->c.rev || !r->c.wev || !r->b.rev ||
-	    !r->b.wev) {
+	init_dir(r, &r->up, &r->c, &r->b, &r->st.client_to_backend, client);
+	init_dir(r, &r->down, &r->b, &r->c, &r->st.backend_to_client, backend);
+	if (!r->up.buf || !r->down.buf || !r->done_ev || !r->idle || !r->c.rev || !r->c.wev ||
+	    !r->b.rev || !r->b.wev) {
 		finish(r, RELAY_END_ERROR, "out of memory");
 		return r;
 	}
-	if (r->idle_ms) {
-		struct timeval tv = {(time_t)(r->idle_ms / 1000),
-		                     (suseconds_t)(r->idle_ms % 1000) * 1000};
-		evtimer_add(r->idle, &tv);
-	}
-	/* OpenSSL may already hold decrypted bytes: look at once */
+	choose_engines(r, opts);
+	r->st.path_up = r->up.path;
+	r->st.path_down = r->down.path;
+	r->st.ktls_client = r->c.ktls_rx || r->c.ktls_tx;
+	r->st.ktls_backend = r->b.ktls_rx || r->b.ktls_tx;
+	if (r->finished)
+		return r;
+	if (r->idle_ms)
+		arm_idle(r);
+	/* OpenSSL may already hold decrypted bytes, the sockets may hold
+	 * bytes that arrived before the hand-over: look at once */
+	r->c.readable = r->b.readable = true;
 	step(r);
 	return r;
 }
@@ -466,4 +896,8 @@ void relay_stop(struct relay *r, enum relay_end end)
 void relay_peek(const struct relay *r, struct relay_stats *st)
 {
 	*st = r->st;
+	if (r->up.k)
+		st->client_to_backend += r->up.k->redirected;
+	if (r->down.k)
+		st->backend_to_client += r->down.k->redirected;
 }

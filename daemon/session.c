@@ -1082,7 +1082,9 @@ void session_login_succeeded(struct session *s)
 	s->backend_open = false;
 	s->client.fd = -1;
 
-	struct relay_opts opts = {.idle_ms = s->cfg->bridge_idle_ms, .mode = s->cfg->data_path};
+	struct relay_opts opts = {.idle_ms = s->cfg->bridge_idle_ms,
+	                          .mode = s->cfg->data_path,
+	                          .kernel_queue_limit = s->cfg->kernel_queue_limit};
 	s->relay = relay_start(s->w->base, &client, &backend, &opts, relay_done, s);
 	if (s->relay) {
 		relay_peek(s->relay, &st);

@@ -176,6 +176,7 @@ struct config {
 	unsigned proxy_ttl;             /* hop limit announced to backends */
 	size_t max_line_length;
 	size_t max_literal_size;
+	uint32_t kernel_queue_limit; /* bytes per direction (sockmap) */
 	char *user, *group;
 
 	/* [tls.*] */

@@ -3,10 +3,13 @@
  * backend leg until either side is done, best path first.
  *
  *   plain <-> plain : both sockets in the BPF sockmap, verdict program
- *                     redirects (bounded: see docs/datapath.md)
- *   a TLS leg       : kTLS on that leg when the kernel has it, splice(2)
- *                     through a pooled pipe
- *   otherwise       : userspace relay (OpenSSL), same limits
+ *                     redirects (bounded: see docs/datapath.md); without
+ *                     sockmap, splice(2) through a pooled pipe
+ *   a TLS leg       : per direction, splice(2) through a pooled pipe when
+ *                     the source can be read in the kernel (plain, or kTLS
+ *                     RX) and the destination written there (plain, or
+ *                     kTLS TX)
+ *   otherwise       : userspace relay (OpenSSL), bounded buffers
  *
  * The session core hands over two established legs (fd, optional SSL after
  * the handshake, bytes already read from each side that the other side has
@@ -23,14 +26,18 @@
 #include <event2/event.h>
 #include <openssl/ssl.h>
 
+#include <linux/types.h>
+
 #include "config.h" /* enum data_path_mode */
+#include "relay_bpf.h"
 
 /* What the host kernel offers, probed once at start-up (main thread). */
 struct datapath_caps {
-	bool sockmap;     /* BPF sockmap redirect usable */
+	bool sockmap;     /* BPF sockmap redirect passed the probe */
 	bool ktls;        /* the "tls" ULP can be set on a TCP socket */
 	bool splice;      /* splice(2) between sockets and pipes */
-	bool kernel_path; /* sessions use sockmap/kTLS: needs CAP_BPF and CAP_NET_ADMIN */
+	bool kernel_path; /* sessions use sockmap (data_path = "sockmap"): keep CAP_BPF
+	                     and CAP_NET_ADMIN */
 };
 
 /* Probe, load the BPF objects if sockmap is usable and wanted, log one line
@@ -40,7 +47,25 @@ struct datapath_caps {
  * says why. */
 bool datapath_init(enum data_path_mode want, char *err, size_t errlen);
 const struct datapath_caps *datapath_caps(void);
+enum data_path_mode datapath_mode(void);
 void datapath_shutdown(void);
+
+/* Two sockets of one session in the sockmap (datapath.c). dir[i] is
+ * the kernel state of the direction whose source is socket i; it lives in
+ * memory shared with the verdict program. Thread-safe. */
+struct sockmap_pair {
+	uint32_t slot[2];
+	uint64_t cookie[2];
+	struct ms_dir *dir[2];
+	bool installed;
+};
+/* Put a connected pair into the map. held: the program passes every byte
+ * up until the daemon resumes each direction; otherwise it redirects from
+ * the first byte (the caller has nothing of its own left to write). */
+bool sockmap_pair_add(struct sockmap_pair *p, int fd_a, int fd_b, uint32_t limit, bool held,
+                      char *err, size_t errlen);
+void sockmap_pair_remove(struct sockmap_pair *p);
+size_t sockmap_slots_in_use(void);
 
 struct relay_leg {
 	int fd;                   /* connected TCP socket, non-blocking; relay owns it */
@@ -72,7 +97,8 @@ typedef void (*relay_done_cb)(void *arg, const struct relay_stats *st);
 
 struct relay_opts {
 	uint64_t idle_ms; /* tear down after this long without bytes either way; 0 = never */
-	enum data_path_mode mode; /* per-session cap; DATA_PATH_AUTO = best available */
+	enum data_path_mode mode;    /* per-session cap; DATA_PATH_AUTO = best available */
+	uint32_t kernel_queue_limit; /* sockmap: most bytes queued in the kernel per direction */
 };
 
 struct relay;
