@@ -1,0 +1,216 @@
+"""The daemon's data path on the kernel it runs under (issue 6, run in vmtest guests).
+
+  - the start-up probe: which paths this kernel gave the daemon (kTLS, sockmap)
+  - TLS 1.2 and 1.3 x AES-128-GCM / AES-256-GCM / ChaCha20-Poly1305 on both legs of a
+    proxied IMAP session (real OpenSSL at both ends: tests/kernel/tls_peer.py), 4 MiB
+    echoed through it, SHA-256 equal at the backend and back at the client; TLS 1.2
+    legs must be spliced by kTLS in both directions, TLS 1.3 legs stay in OpenSSL for
+    the receiving side (OpenSSL 3.0 enables kTLS RX for TLS 1.2 only; see
+    docs/datapath.md)
+  - a plain pair through sockmap (data_path = "sockmap"), byte-exact below the queue
+    limit
+
+Needs root and kTLS (the `ktls` fixture skips, or fails under VMTEST_REQUIRE_KTLS=1).
+"""
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+from tests.harness.pki import Pki  # noqa: E402
+from tests.harness.proxy import CLIENT_ADDR, PROXY_ADDR, Proxy  # noqa: E402
+from tests.harness.pump import Pump, pattern  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("ktls")
+
+BACKEND_ADDR = "127.0.0.7"
+IMAPS = 39993
+BACKEND_PORT = 39994
+SMTP = 39025
+PUMP_PORT = 39026
+MIB = 1 << 20
+
+CONFIG = """
+[server]
+threads = 2
+hostname = "mail.proxy.test"
+log_level = "debug"
+data_path = "{data_path}"
+
+[tls.certificate.default]
+cert = "{cert}"
+key = "{key}"
+
+[routing]
+default_destination = "tlsb"
+smtp_passthrough_destination = "pump"
+
+[mapping]
+source = "file"
+
+[mapping.file]
+path = "@MAPPINGS@"
+
+[destination.tlsb]
+host = "{backend}"
+tls_server_name = "backend.test"
+forwarding = "proxy"
+
+[destination.tlsb.protocol.imap]
+port = {backend_port}
+tls = "implicit"
+
+[destination.pump]
+host = "{backend}"
+forwarding = "proxy"
+
+[destination.pump.protocol.smtp]
+port = {pump_port}
+tls = "plain"
+
+[listener.imaps]
+protocol = "imap"
+bind = ["{proxy}:{imaps}"]
+tls = "implicit"
+
+[listener.smtp]
+protocol = "smtp"
+bind = ["{proxy}:{smtp}"]
+tls = "plain"
+"""
+
+
+@pytest.fixture(scope="module")
+def state():
+    if os.geteuid() != 0:
+        pytest.skip(f"the data path tests need root (BPF); running as uid {os.geteuid()}")
+    d = tempfile.mkdtemp(prefix="ms-kt-", dir="/tmp")
+    os.chmod(d, 0o755)
+    return d
+
+
+@pytest.fixture(scope="module")
+def pki(state):
+    p = Pki(os.path.join(state, "pki"))
+    p.proxy = p.issue("mail.proxy.test", ["mail.proxy.test", PROXY_ADDR])
+    p.backend = p.issue("backend.test", ["backend.test"])
+    return p
+
+
+def start(state, pki, name, data_path):
+    cfg = CONFIG.format(data_path=data_path, cert=pki.proxy[0], key=pki.proxy[1],
+                        backend=BACKEND_ADDR, backend_port=BACKEND_PORT, pump_port=PUMP_PORT,
+                        proxy=PROXY_ADDR, imaps=IMAPS, smtp=SMTP)
+    p = Proxy(state, name, cfg, env={"SSL_CERT_FILE": pki.ca_file})
+    p.start()
+    return p
+
+
+@pytest.fixture(scope="module")
+def proxy(state, pki):
+    p = start(state, pki, "auto", "auto")
+    yield p
+    assert p.stop() == 0
+
+
+def field(line, key):
+    m = re.search(rf"\b{key}=(\"[^\"]*\"|\S+)", line)
+    return m.group(1).strip('"') if m else None
+
+
+def test_probe_reports_ktls_and_sockmap_on_this_kernel(proxy):
+    line = proxy.wait_log(r"event=data-path ")
+    assert field(line, "ktls") == "yes", line
+    assert field(line, "tls_legs") == "ktls-splice", line
+    assert field(line, "sockmap") == "yes", line
+    assert field(line, "plain_pairs") == "splice", line
+
+
+TLS12 = ["ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
+         "ECDHE-ECDSA-CHACHA20-POLY1305"]
+TLS13 = ["TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"]
+CASES = ([pytest.param("1.2", c, id="tls12-" + c) for c in TLS12] +
+         [pytest.param("1.3", c, id="tls13-" + c) for c in TLS13])
+
+
+@pytest.mark.parametrize("version,cipher", CASES)
+def test_tls_legs_byte_exact_through_the_proxy(proxy, pki, state, version, cipher):
+    env = dict(os.environ)
+    if version == "1.3":
+        # the only way to pin a TLS 1.3 suite for Python's ssl: the OpenSSL config
+        conf = os.path.join(state, f"openssl-{cipher}.cnf")
+        with open(conf, "w") as f:
+            f.write("openssl_conf = c\n[c]\nssl_conf = s\n[s]\nsystem_default = d\n"
+                    f"[d]\nCiphersuites = {cipher}\n")
+        env["OPENSSL_CONF"] = conf
+    mark = proxy.log_size()
+    total = 4 * MIB
+    r = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tests", "kernel", "tls_peer.py"),
+         "--proxy", f"{PROXY_ADDR}:{IMAPS}", "--listen", f"{BACKEND_ADDR}:{BACKEND_PORT}",
+         "--version", version, "--cipher", cipher, "--bytes", str(total),
+         "--client-addr", CLIENT_ADDR, "--cert", pki.backend[0], "--key", pki.backend[1],
+         "--ca", pki.ca_file, "--sni", "mail.proxy.test"],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert not out["errors"], out
+    # the negotiated suite is the one pinned, on both legs
+    assert out["client_cipher"] == cipher and out["backend_cipher"] == cipher, out
+    assert out["client_version"] == out["backend_version"] == f"TLSv{version}"
+    line = proxy.wait_log(rf"event=session .*client=\"?{re.escape(CLIENT_ADDR)}:"
+                          rf"{out['client_port']}\b", since=mark, timeout=30)
+    log = proxy.log_text(mark)[-3000:]
+    # byte-exact both ways
+    assert out["backend_received"] == total, (out, log)
+    assert out["backend_sha256"] == out["sent_sha256"], (out, log)
+    assert out["echo_received"] == total, (out, log)
+    assert out["echo_sha256"] == out["sent_sha256"], (out, log)
+    expect = "ktls-splice" if version == "1.2" else "userspace"
+    assert field(line, "path_up") == expect and field(line, "path_down") == expect, line
+
+
+def test_plain_pair_through_sockmap_byte_exact(state, pki):
+    pump = Pump(BACKEND_ADDR, PUMP_PORT)
+    p = start(state, pki, "sockmap", "sockmap")
+    try:
+        line = p.wait_log(r"event=data-path ")
+        assert field(line, "plain_pairs") == "sockmap", line
+        mark = p.log_size()
+        total = 2 * MIB
+        data = pattern(total, 3)
+        s = socket.create_connection((PROXY_ADDR, SMTP), timeout=60,
+                                     source_address=(CLIENT_ADDR, 0))
+        chunks = []
+
+        def reader():
+            while True:
+                c = s.recv(MIB)
+                if not c:
+                    break
+                chunks.append(c)
+
+        t = threading.Thread(target=reader)
+        t.start()
+        s.sendall(b"ECHO\n" + data)
+        s.shutdown(socket.SHUT_WR)
+        t.join(60)
+        got = b"".join(chunks)
+        port = s.getsockname()[1]
+        s.close()
+        assert got == data
+        line = p.wait_log(rf"event=session .*client=\"?{re.escape(CLIENT_ADDR)}:{port}\b",
+                          since=mark, timeout=30)
+        assert field(line, "path_up") == "sockmap" and field(line, "path_down") == "sockmap"
+    finally:
+        assert p.stop() == 0
+        pump.stop()
