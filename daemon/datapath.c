@@ -34,7 +34,6 @@
 #endif
 
 static struct datapath_caps caps;
-static enum data_path_mode mode;
 static struct sockmap_bpf *skel;
 static struct ms_dir *dirs; /* the mmapped slot array */
 static size_t dirs_len;
@@ -124,8 +123,8 @@ static void slots_give(const uint32_t s[2])
 	pthread_mutex_unlock(&slot_lock);
 }
 
-bool sockmap_pair_add(struct sockmap_pair *p, int fd_a, int fd_b, uint32_t limit, bool held,
-                      char *err, size_t errlen)
+bool sockmap_pair_add(struct sockmap_pair *p, int fd_a, int fd_b, uint32_t limit, char *err,
+                      size_t errlen)
 {
 	int fds[2] = {fd_a, fd_b};
 
@@ -143,7 +142,6 @@ bool sockmap_pair_add(struct sockmap_pair *p, int fd_a, int fd_b, uint32_t limit
 		p->dir[i] = &dirs[p->slot[i]];
 		memset(p->dir[i], 0, sizeof(*p->dir[i]));
 		p->dir[i]->peer = p->slot[1 - i];
-		p->dir[i]->hold = held;
 		p->dir[i]->rebase = 1;
 		p->dir[i]->limit = limit;
 	}
@@ -217,7 +215,7 @@ static bool probe_redirect(void)
 		return false;
 	}
 	/* fds[1] and fds[3] play the proxy's two legs */
-	if (!sockmap_pair_add(&p, fds[1], fds[3], 1 << 20, false, err, sizeof(err))) {
+	if (!sockmap_pair_add(&p, fds[1], fds[3], 1 << 20, err, sizeof(err))) {
 		snprintf(sockmap_why, sizeof(sockmap_why), "probe: %s", err);
 		close_all(fds);
 		return false;
@@ -294,7 +292,6 @@ static bool probe_sockmap(void)
 
 bool datapath_init(enum data_path_mode want, char *err, size_t errlen)
 {
-	mode = want;
 	caps.splice = true;
 	caps.ktls = probe_ktls();
 	caps.sockmap = false;
@@ -341,11 +338,6 @@ bool datapath_init(enum data_path_mode want, char *err, size_t errlen)
 const struct datapath_caps *datapath_caps(void)
 {
 	return &caps;
-}
-
-enum data_path_mode datapath_mode(void)
-{
-	return mode;
 }
 
 void datapath_shutdown(void)

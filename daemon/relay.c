@@ -4,11 +4,11 @@
  * A relay is two legs and two directions. Each direction picks its own
  * engine when the relay starts:
  *
- *   sockmap    both legs plain and the verdict program loaded: the kernel
- *              redirects; the daemon takes the direction back ("held")
- *              when the program passes bytes up (its in-kernel queue limit
- *              was reached), at the end of the stream, or at start-up
- *              until the bytes read before the hand-over are written;
+ *   sockmap    both legs plain and data_path = "sockmap": the kernel
+ *              redirects from the first byte; the daemon takes the
+ *              direction back ("held") when the program passes bytes up
+ *              (its in-kernel queue limit was reached) and at the end of
+ *              the stream;
  *   splice     the source can be read in the kernel (plain, or kTLS RX)
  *              and the destination written there (plain, or kTLS TX):
  *              splice(2) through a pipe taken from a per-thread pool only
@@ -80,7 +80,6 @@ struct dir {
 	bool pinned;       /* taken overtook k->passed: never resume (see try_resume) */
 	struct event *drain_ev;
 	unsigned drain_us;
-	uint64_t kernel_bytes; /* k->redirected folded in when the pair leaves the map */
 };
 
 struct relay {
@@ -185,18 +184,15 @@ static void fold_kernel_counts(struct relay *r)
 
 	for (int i = 0; i < 2; i++) {
 		struct dir *d = ds[i];
-		if (d->k)
-			log_msg(LOG_DEBUG, "relay-kernel",
-			        "dir=%s redirected=%llu passed=%llu pauses=%u user_bytes=%llu",
-			        i ? "down" : "up", (unsigned long long)d->k->redirected,
-			        (unsigned long long)d->k->passed, d->k->pauses,
-			        (unsigned long long)*d->count);
-		if (d->k) {
-			d->kernel_bytes = d->k->redirected;
-			d->k = NULL;
-		}
-		*d->count += d->kernel_bytes;
-		d->kernel_bytes = 0;
+		if (!d->k)
+			continue;
+		log_msg(LOG_DEBUG, "relay-kernel",
+		        "dir=%s redirected=%llu passed=%llu pauses=%u user_bytes=%llu",
+		        i ? "down" : "up", (unsigned long long)d->k->redirected,
+		        (unsigned long long)d->k->passed, d->k->pauses,
+		        (unsigned long long)*d->count);
+		*d->count += d->k->redirected;
+		d->k = NULL; /* the slot goes back to the pool next */
 	}
 }
 
@@ -821,7 +817,7 @@ static void choose_engines(struct relay *r, const struct relay_opts *opts)
 		uint64_t r0[2];
 		if (evbuffer_get_length(r->up.buf) == 0 && evbuffer_get_length(r->down.buf) == 0 &&
 		    write_count(r->b.fd, &r0[0]) && write_count(r->c.fd, &r0[1]) &&
-		    sockmap_pair_add(&r->pair, r->c.fd, r->b.fd, limit, false, err, sizeof(err))) {
+		    sockmap_pair_add(&r->pair, r->c.fd, r->b.fd, limit, err, sizeof(err))) {
 			r->up.k = r->pair.dir[0];
 			r->down.k = r->pair.dir[1];
 			for (int i = 0; i < 2; i++) {

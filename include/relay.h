@@ -2,9 +2,10 @@
  * The data path after the login: move bytes between a client leg and a
  * backend leg until either side is done, best path first.
  *
- *   plain <-> plain : both sockets in the BPF sockmap, verdict program
- *                     redirects (bounded: see docs/datapath.md); without
- *                     sockmap, splice(2) through a pooled pipe
+ *   plain <-> plain : splice(2) through a pooled pipe; with data_path =
+ *                     "sockmap", both sockets in the BPF sockmap and the
+ *                     verdict program redirects (bounded, experimental:
+ *                     see docs/datapath.md)
  *   a TLS leg       : per direction, splice(2) through a pooled pipe when
  *                     the source can be read in the kernel (plain, or kTLS
  *                     RX) and the destination written there (plain, or
@@ -47,7 +48,6 @@ struct datapath_caps {
  * says why. */
 bool datapath_init(enum data_path_mode want, char *err, size_t errlen);
 const struct datapath_caps *datapath_caps(void);
-enum data_path_mode datapath_mode(void);
 void datapath_shutdown(void);
 
 /* Two sockets of one session in the sockmap (datapath.c). dir[i] is
@@ -59,11 +59,10 @@ struct sockmap_pair {
 	struct ms_dir *dir[2];
 	bool installed;
 };
-/* Put a connected pair into the map. held: the program passes every byte
- * up until the daemon resumes each direction; otherwise it redirects from
- * the first byte (the caller has nothing of its own left to write). */
-bool sockmap_pair_add(struct sockmap_pair *p, int fd_a, int fd_b, uint32_t limit, bool held,
-                      char *err, size_t errlen);
+/* Put a connected pair into the map. The program redirects from the first
+ * byte: the caller has nothing of its own left to write. */
+bool sockmap_pair_add(struct sockmap_pair *p, int fd_a, int fd_b, uint32_t limit, char *err,
+                      size_t errlen);
 void sockmap_pair_remove(struct sockmap_pair *p);
 size_t sockmap_slots_in_use(void);
 
