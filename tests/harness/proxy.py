@@ -118,6 +118,31 @@ class Proxy:
                                  f"{text[-3000:]}")
             time.sleep(0.05)
 
+    def session_line(self, port, since=0, timeout=30):
+        """The session line of the client connection from CLIENT_ADDR:`port`."""
+        return self.wait_log(rf"event=session .*client=\"?{re.escape(CLIENT_ADDR)}:{port}\b",
+                             timeout=timeout, since=since)
+
+
+def log_field(line, key):
+    """The value of `key=` in one of the daemon's log lines (quotes removed), or None."""
+    m = re.search(rf"\b{key}=(\"[^\"]*\"|\S+)", line)
+    return m.group(1).strip('"') if m else None
+
+
+def imap_login(s):
+    """Read the greeting on the connected (plain or TLS) socket `s` and log in as the
+    test user alice; returns (s, its file)."""
+    f = s.makefile("rwb")
+    assert f.readline().startswith(b"* OK")
+    f.write(b"a1 LOGIN alice@example.org alice-pw\r\n")
+    f.flush()
+    line = f.readline()
+    while line.startswith(b"*"):
+        line = f.readline()
+    assert line.startswith(b"a1 OK"), line
+    return s, f
+
 
 def connect(port, host=PROXY_ADDR, source=CLIENT_ADDR, timeout=10):
     """A TCP connection from the test client address."""

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.harness.proxy import CLIENT_ADDR, PROXY_ADDR, Proxy, connect
+from tests.harness.proxy import CLIENT_ADDR, PROXY_ADDR, Proxy, connect, imap_login
 
 PORT_OFFSET = int(os.environ.get("MS_PORT_OFFSET", "0"))
 IMAPS = 15993 + PORT_OFFSET
@@ -255,16 +255,7 @@ def test_config_reload_validates(admin):
 
 def imap_session(p):
     ctx = ssl.create_default_context(cafile=p.ca_file)
-    s = ctx.wrap_socket(connect(IMAPS), server_hostname="mail.proxy.test")
-    f = s.makefile("rwb")
-    assert f.readline().startswith(b"* OK")
-    f.write(b"a1 LOGIN alice@example.org alice-pw\r\n")
-    f.flush()
-    line = f.readline()
-    while line.startswith(b"*"):
-        line = f.readline()
-    assert line.startswith(b"a1 OK"), line
-    return s, f
+    return imap_login(ctx.wrap_socket(connect(IMAPS), server_hostname="mail.proxy.test"))
 
 
 def test_cutover_flip_kick_reconnect(admin, legacy_stack, new_stack):

@@ -20,15 +20,13 @@ import random
 import re
 import socket
 import ssl
-import struct
-import subprocess
 import threading
 import time
 
 import pytest
 
 import tests.harness.proxy as harness_proxy
-from tests.harness.proxy import CLIENT_ADDR, PROXY_ADDR, Proxy, connect
+from tests.harness.proxy import PROXY_ADDR, Proxy, connect, imap_login, log_field as field
 from tests.harness.pump import Pump, pattern
 
 PUMP_ADDR = "127.0.0.7"
@@ -193,15 +191,15 @@ def sockmap_sockets(p):
     return int(re.search(r"^mailsplice_sockmap_sockets (\d+)$", body, re.M).group(1))
 
 
-def session_line(p, port, since):
-    """The daemon's session line for the client connection from source port `port`."""
-    return p.wait_log(rf"event=session .*client=\"?{re.escape(CLIENT_ADDR)}:{port}\b",
-                      since=since, timeout=30)
-
-
-def field(line, key):
-    m = re.search(rf"\b{key}=(\"[^\"]*\"|\S+)", line)
-    return m.group(1).strip('"') if m else None
+def read_to_end(s, chunk=MIB):
+    """Read `s` until the end of the stream: (bytes read, their SHA-256)."""
+    h, n = hashlib.sha256(), 0
+    while True:
+        data = s.recv(chunk)
+        if not data:
+            return n, h.hexdigest()
+        h.update(data)
+        n += len(data)
 
 
 def echo_through(port, total, seed, chunks=(1, 13, 1460, 4096, 65536, MIB)):
@@ -211,15 +209,10 @@ def echo_through(port, total, seed, chunks=(1, 13, 1460, 4096, 65536, MIB)):
     s = connect(port)
     s.settimeout(60)
     s.sendall(b"ECHO\n")
-    got = {"h": hashlib.sha256(), "n": 0}
+    got = [0, None]
 
     def reader():
-        while True:
-            chunk = s.recv(MIB)
-            if not chunk:
-                break
-            got["h"].update(chunk)
-            got["n"] += len(chunk)
+        got[:] = read_to_end(s)
 
     t = threading.Thread(target=reader)
     t.start()
@@ -233,7 +226,7 @@ def echo_through(port, total, seed, chunks=(1, 13, 1460, 4096, 65536, MIB)):
     t.join(120)
     local = s.getsockname()[1]
     s.close()
-    return local, hashlib.sha256(data).hexdigest(), got["h"].hexdigest(), got["n"]
+    return local, hashlib.sha256(data).hexdigest(), got[1], got[0]
 
 
 # ------------------------------------------------------------------ the tests
@@ -261,7 +254,7 @@ def test_256mib_each_way_byte_exact_spliced(proxy, pump):
     assert n == total
     assert pump.done[port] == {"received": total, "sha256": sent_sha}
     assert echo_sha == sent_sha
-    line = session_line(proxy, port, mark)
+    line = proxy.session_line(port, mark)
     assert field(line, "path_up") == "splice" and field(line, "path_down") == "splice"
     # the announcement line (PROXY header) and "ECHO\n" are bytes of the relay too
     assert int(field(line, "bytes_up")) >= total
@@ -326,18 +319,11 @@ def test_non_reading_client_is_bounded_and_nothing_is_lost(root, harness_state, 
         assert last < total
         # resume: every byte, in order
         s.settimeout(60)
-        h = hashlib.sha256()
-        n = 0
-        while n < total:
-            chunk = s.recv(MIB)
-            if not chunk:
-                break
-            h.update(chunk)
-            n += len(chunk)
+        n, sha = read_to_end(s)
         assert n == total
-        assert h.hexdigest() == hashlib.sha256(pattern(total, 7)).hexdigest()
+        assert sha == hashlib.sha256(pattern(total, 7)).hexdigest()
         s.close()
-        line = session_line(p, port, p.mark)
+        line = p.session_line(port, p.mark)
         assert field(line, "path_down") == "splice"
     finally:
         assert p.stop() == 0
@@ -356,16 +342,9 @@ def test_fin_forwarded_only_after_the_kernel_queue_drained(proxy, pump):
     while port not in pump.done and time.monotonic() < deadline:
         time.sleep(0.05)
     s.settimeout(30)
-    h = hashlib.sha256()
-    n = 0
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        h.update(chunk)
-        n += len(chunk)
+    n, sha = read_to_end(s, 65536)
     assert n == total
-    assert h.hexdigest() == pump.done[port]["sha256"]
+    assert sha == pump.done[port]["sha256"]
     s.close()
 
 
@@ -446,25 +425,12 @@ def test_no_fd_leak_after_10000_spliced_sessions(proxy, pump):
     churn(proxy, 10000)
 
 
-def imap_login(port):
-    s = connect(port)
-    f = s.makefile("rwb")
-    assert f.readline().startswith(b"* OK")
-    f.write(b"a1 LOGIN alice@example.org alice-pw\r\n")
-    f.flush()
-    line = f.readline()
-    while line.startswith(b"*"):
-        line = f.readline()
-    assert line.startswith(b"a1 OK"), line
-    return s, f
-
-
 def imap_append_fetch_kick(proxy, path):
     """Real Dovecot over plain legs: a 3 MB APPEND and its FETCH are byte-identical;
     /sessions shows the path; a kick closes the session at once (reset) and, for
     sockmap, its sockets leave the map."""
     mark = proxy.log_size()
-    s, f = imap_login(proxy.imap)
+    s, f = imap_login(connect(proxy.imap))
     body = b"".join(b"Subject: sockmap\r\n\r\n" + b"%08d abcdefghijklmnopqrstuvwxyz\r\n" % i
                     for i in range(1))
     body += b"".join(b"%08d %s\r\n" % (i, hashlib.sha256(b"%d" % i).hexdigest().encode())
@@ -519,7 +485,7 @@ def test_forced_paths_are_byte_exact(root, harness_state, pki, legacy_stack, pum
         assert field(line, "plain_pairs") == expect
         port, sent_sha, echo_sha, n = echo_through(p.smtp, 32 * MIB, 5)
         assert echo_sha == sent_sha and n == 32 * MIB
-        line = session_line(p, port, p.mark)
+        line = p.session_line(port, p.mark)
         assert field(line, "path_up") == expect and field(line, "path_down") == expect
     finally:
         assert p.stop() == 0
@@ -548,7 +514,7 @@ def test_without_bpf_privileges_falls_back_to_splice_and_says_why(root, harness_
         assert field(line, "plain_pairs") == "splice"
         port, sent_sha, echo_sha, n = echo_through(p.smtp, 8 * MIB, 9)
         assert echo_sha == sent_sha
-        line = session_line(p, port, p.mark)
+        line = p.session_line(port, p.mark)
         assert field(line, "path_down") == "splice"
     finally:
         assert p.stop() == 0
@@ -570,7 +536,7 @@ def test_sockmap_pair_byte_exact_below_the_queue_limit(sockmap_proxy, pump):
     port, sent_sha, echo_sha, n = echo_through(sockmap_proxy.smtp, 2 * MIB, 21, chunks=(1460, 4096))
     assert echo_sha == sent_sha and n == 2 * MIB
     assert pump.done[port]["sha256"] == sent_sha
-    line = session_line(sockmap_proxy, port, mark)
+    line = sockmap_proxy.session_line(port, mark)
     assert field(line, "path_up") == "sockmap" and field(line, "path_down") == "sockmap"
     assert int(field(line, "bytes_down")) == 2 * MIB
 

@@ -15,7 +15,6 @@ Needs root and kTLS (the `ktls` fixture skips, or fails under VMTEST_REQUIRE_KTL
 
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -28,6 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, ROOT)
 from tests.harness.pki import Pki  # noqa: E402
 from tests.harness.proxy import CLIENT_ADDR, PROXY_ADDR, Proxy  # noqa: E402
+from tests.harness.proxy import log_field as field  # noqa: E402
 from tests.harness.pump import Pump, pattern  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("ktls")
@@ -122,11 +122,6 @@ def proxy(state, pki):
     assert p.stop() == 0
 
 
-def field(line, key):
-    m = re.search(rf"\b{key}=(\"[^\"]*\"|\S+)", line)
-    return m.group(1).strip('"') if m else None
-
-
 def test_probe_reports_ktls_and_sockmap_on_this_kernel(proxy):
     line = proxy.wait_log(r"event=data-path ")
     assert field(line, "ktls") == "yes", line
@@ -167,8 +162,7 @@ def test_tls_legs_byte_exact_through_the_proxy(proxy, pki, state, version, ciphe
     # the negotiated suite is the one pinned, on both legs
     assert out["client_cipher"] == cipher and out["backend_cipher"] == cipher, out
     assert out["client_version"] == out["backend_version"] == f"TLSv{version}"
-    line = proxy.wait_log(rf"event=session .*client=\"?{re.escape(CLIENT_ADDR)}:"
-                          rf"{out['client_port']}\b", since=mark, timeout=30)
+    line = proxy.session_line(out["client_port"], since=mark)
     log = proxy.log_text(mark)[-3000:]
     # byte-exact both ways
     assert out["backend_received"] == total, (out, log)
@@ -209,8 +203,7 @@ def test_plain_pair_through_sockmap_byte_exact(state, pki):
         s.close()
         assert got == data
         try:
-            line = p.wait_log(rf"event=session .*client=\"?{re.escape(CLIENT_ADDR)}:{port}\b",
-                              since=mark, timeout=30)
+            line = p.session_line(port, since=mark)
         except Exception:
             # Known defect of the experimental sockmap path (docs/datapath.md): on 6.12
             # the bytes arrive intact but the pair's end is not noticed and the session
