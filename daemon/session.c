@@ -459,7 +459,8 @@ static void client_cb(struct conn *c, enum conn_event ev, void *arg)
 		}
 		if (s->phase == PHASE_LOGIN)
 			s->ops->client_input(s);
-		if (!s->ending && !s->closing && c->eof && s->phase != PHASE_RELAY) {
+		if (!s->ending && !s->closing && c->eof && s->phase != PHASE_RELAY &&
+		    !s->ops->relays_client_eof) {
 			end_session(s, "client closed");
 			return;
 		}
@@ -469,6 +470,9 @@ static void client_cb(struct conn *c, enum conn_event ev, void *arg)
 			conn_read_start(&s->client);
 		return;
 	case CONN_EV_EOF:
+		/* the relay reads the FIN again from the socket */
+		if (s->ops->relays_client_eof && s->phase != PHASE_RELAY)
+			return;
 		end_session(s, "client closed");
 		return;
 	case CONN_EV_ERROR: {

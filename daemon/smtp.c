@@ -693,4 +693,5 @@ const struct proto_ops smtp_passthrough_ops = {
         .backend_failed = passthrough_backend_failed,
         .goodbye = smtp_goodbye,
         .free = smtp_free,
+        .relays_client_eof = true,
 };

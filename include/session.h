@@ -58,6 +58,10 @@ struct proto_ops {
 	void (*goodbye)(struct session *s, const char *why);
 	/* release the protocol state (wipe secrets) */
 	void (*free)(struct session *s);
+	/* the client's FIN before the hand-over is not the end of the session
+	 * but part of the byte stream the relay carries on (port 25 bridges
+	 * bytes and never answers for the client) */
+	bool relays_client_eof;
 };
 
 extern const struct proto_ops imap_ops;
