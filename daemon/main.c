@@ -37,6 +37,10 @@ static struct event_base *main_base;
 static struct event *drain_timer;
 static uint64_t drain_deadline;
 static bool stopping;
+static struct event *status_timer;
+
+/* How often systemd's status line (systemctl status) is refreshed. */
+#define STATUS_INTERVAL_S 5
 
 static void usage(FILE *f)
 {
@@ -150,6 +154,28 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
 	evtimer_add(drain_timer, &tv);
 }
 
+/* STATUS= for the service manager: live sessions, how many are relayed,
+ * the mapping table's size; during a drain, what is left. */
+static void notify_status(void)
+{
+	size_t total, relayed;
+	struct router_stats rs;
+
+	registry_counts(&total, &relayed);
+	if (drain_timer) {
+		sd_notifyf(0, "STATUS=draining: %zu sessions left, %zu relayed", total, relayed);
+		return;
+	}
+	router_stats(&srv.router, &rs);
+	sd_notifyf(0, "STATUS=%zu sessions, %zu relayed, %zu logging in; %zu mappings", total,
+	           relayed, total - relayed, (size_t)rs.mappings);
+}
+
+static void on_status_tick(evutil_socket_t fd, short what, void *arg)
+{
+	notify_status();
+}
+
 static void on_term(evutil_socket_t sig, short what, void *arg)
 {
 	if (drain_timer) {
@@ -167,6 +193,8 @@ static void on_term(evutil_socket_t sig, short what, void *arg)
 	server_command(&srv, WORKER_CMD_DRAIN);
 	drain_deadline = now_ms() + srv.cfg->shutdown_grace_ms;
 	drain_timer = evtimer_new(main_base, on_drain_tick, NULL);
+	if (status_timer)
+		notify_status();
 	on_drain_tick(-1, 0, NULL);
 }
 
@@ -227,8 +255,9 @@ static bool admin_reload_config(char *msg, size_t len)
 
 /* Everything that needs root is done (listeners bound, BPF loaded, keys
  * read); workers have not started, so the whole process changes at once.
- * What stays: CAP_NET_ADMIN to reset spliced sockets through sock_diag
- * (kicks), CAP_BPF to update the sockmap with new sessions' sockets. */
+ * What stays, only with data_path = "sockmap": CAP_BPF and CAP_NET_ADMIN to
+ * put new sessions' sockets into the sockhash. splice(2), kTLS and kicks
+ * (SO_LINGER 0 + close) need no capability. */
 static bool drop_privileges(const struct config *cfg, char *err, size_t errlen)
 {
 	cap_value_t keep[2];
@@ -368,6 +397,13 @@ int main(int argc, char **argv)
 	}
 	log_startup(cfg);
 	sd_notify(0, "READY=1");
+	if (getenv("NOTIFY_SOCKET")) {
+		/* only under a service manager: the status walks the session list */
+		status_timer = event_new(main_base, -1, EV_PERSIST, on_status_tick, NULL);
+		struct timeval tv = {STATUS_INTERVAL_S, 0};
+		event_add(status_timer, &tv);
+		notify_status();
+	}
 
 	event_base_dispatch(main_base);
 
@@ -380,6 +416,8 @@ int main(int argc, char **argv)
 	event_free(ev_hup);
 	if (drain_timer)
 		event_free(drain_timer);
+	if (status_timer)
+		event_free(status_timer);
 	server_free(&srv);
 	datapath_shutdown();
 	event_base_free(main_base);

@@ -119,6 +119,18 @@ size_t registry_count(void)
 	return n;
 }
 
+void registry_counts(size_t *total, size_t *relayed)
+{
+	size_t r = 0;
+
+	pthread_mutex_lock(&lock);
+	for (struct live_session *ls = head; ls; ls = ls->next)
+		r += ls->state && strcmp(ls->state, "relay") == 0;
+	*total = count;
+	pthread_mutex_unlock(&lock);
+	*relayed = r;
+}
+
 json_t *registry_list(const char *account)
 {
 	json_t *arr = json_array();

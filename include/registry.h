@@ -47,6 +47,9 @@ void registry_update(struct live_session *ls, void (*fn)(struct live_session *, 
  * destination = any. Returns how many were asked to close. */
 size_t registry_kick(const char *account, const char *destination);
 size_t registry_count(void);
+/* Live sessions, and how many of them are relayed (for the service
+ * manager's status line: one walk of the list under the lock). */
+void registry_counts(size_t *total, size_t *relayed);
 /* JSON array of live sessions (all, or one account's). Caller decrefs. */
 json_t *registry_list(const char *account);
 

@@ -176,3 +176,57 @@ def test_privilege_drop(harness_state, pki, legacy_stack):
         s.close()
     finally:
         assert p.stop() == 0
+
+
+class Notifications:
+    """The service manager's end of sd_notify(3): a datagram socket named by
+    NOTIFY_SOCKET, as systemd creates for Type=notify units."""
+
+    def __init__(self, path):
+        import socket as socketmod
+        self.sock = socketmod.socket(socketmod.AF_UNIX, socketmod.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.path = path
+        self.seen = []
+
+    def wait(self, predicate, timeout=15):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.05, deadline - time.monotonic()))
+            try:
+                msg = self.sock.recv(4096).decode()
+            except OSError:
+                break
+            self.seen.append(msg)
+            if predicate(msg):
+                return msg
+        raise AssertionError(f"no matching notification within {timeout}s; got {self.seen}")
+
+
+def test_sd_notify_ready_status_reloading_stopping(harness_state, pki, legacy_stack, tmp_path):
+    """Type=notify (conf/mailsplice.service): READY=1 once listening, STATUS= with the live
+    session counts (refreshed every 5 s), RELOADING=1 then READY=1 around SIGHUP,
+    STOPPING=1 and a draining status at SIGTERM. Read from a real notify socket."""
+    n = Notifications(str(tmp_path / "notify"))
+    p = Proxy(harness_state, "notify", config(legacy_stack, pki),
+              env={"SSL_CERT_FILE": pki.ca_file, "NOTIFY_SOCKET": n.path})
+    p.start()
+    try:
+        n.wait(lambda m: "READY=1" in m)
+        n.wait(lambda m: m.startswith("STATUS=0 sessions, 0 relayed"))
+        s1, f1 = tls_conn(pki.ca_file)
+        assert command(f1, "a1", "LOGIN alice@example.org alice-pw").startswith(b"a1 OK")
+        s2, f2 = tls_conn(pki.ca_file)  # logging in
+        n.wait(lambda m: m.startswith("STATUS=2 sessions, 1 relayed, 1 logging in"))
+        p.signal(signal.SIGHUP)
+        n.wait(lambda m: "RELOADING=1" in m)
+        n.wait(lambda m: "READY=1" in m)
+        p.signal(signal.SIGTERM)
+        n.wait(lambda m: "STOPPING=1" in m)
+        n.wait(lambda m: m.startswith("STATUS=draining:"))
+        s1.close()
+        s2.close()
+        assert p.proc.wait(10) == 0
+    finally:
+        p.stop()
+        n.sock.close()
