@@ -10,7 +10,9 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <limits.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -422,6 +424,13 @@ static void load_server(struct loader *l, const struct toml_value *root)
 	        (size_t)get_int(l, t, "server", "max_literal_size", 65536, 1024, 16 * 1024 * 1024);
 	c->user = get_str(l, t, "server", "user", NULL);
 	c->group = get_str(l, t, "server", "group", NULL);
+	/* found out by --check, not after the listeners are bound */
+	if (c->user && !getpwnam(c->user))
+		errorf(l, line_of(t, "user"), "server.user",
+		       "no such user \"%s\" (create it: adduser --system --group %s)", c->user,
+		       c->user);
+	if (c->group && !getgrnam(c->group))
+		errorf(l, line_of(t, "group"), "server.group", "no such group \"%s\"", c->group);
 	/* sockmap: what one direction may leave queued in the kernel before
 	 * the sender is stopped (docs/datapath.md) */
 	c->kernel_queue_limit = (uint32_t)get_int(l, t, "server", "kernel_queue_limit", 4 << 20,

@@ -115,3 +115,75 @@ def test_proxy_config_environment(tmp_path):
     r = run("--check", env={"PROXY_CONFIG": str(cfg)})
     assert r.returncode == 2
     assert f"{cfg}:1: bogus: unknown key" in r.stderr
+
+
+# ---- the configurations we ship (conf/, installed as examples by the package) ----
+
+SHIPPED = ["dovecot-postfix-to-stalwart.toml", "stalwart-to-stalwart.toml"]
+CONF = os.path.join(REPO_ROOT, "conf")
+
+
+def edit_lines(path):
+    """Line numbers of the values an operator must edit ("# EDIT")."""
+    with open(path) as f:
+        return [n for n, line in enumerate(f, 1) if "# EDIT" in line]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_config_as_is_names_what_is_missing(name):
+    """On a host without the files (or the user) it names, --check lists each with
+    its line: the operator's to-do list."""
+    path = os.path.join(CONF, name)
+    assert edit_lines(path), "every value to change is marked EDIT"
+    r = run("-c", path, "--check")
+    assert r.returncode == 2, r.stdout + r.stderr
+    for file in ("/etc/mailsplice/tls/fullchain.pem", "/etc/mailsplice/admin.token",
+                 "/var/lib/mailsplice/mappings.tsv"):
+        if not os.path.exists(file):
+            assert re.search(rf"^{re.escape(path)}:\d+: [a-z_.]+: {re.escape(file)}: ",
+                             r.stderr, re.M), f"{file} not reported:\n{r.stderr}"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_config_passes_check(name, tmp_path):
+    """With its paths pointed at real files (the shipped mappings.tsv, a fresh key, a
+    0600 token) and an existing unprivileged user, the file is valid as shipped."""
+    text = open(os.path.join(CONF, name)).read()
+    cert, key = tmp_path / "fullchain.pem", tmp_path / "privkey.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=mail.example.com",
+                    "-days", "2", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    key.chmod(0o600)
+    token = tmp_path / "admin.token"
+    token.write_text("0123456789abcdef" * 4 + "\n")
+    token.chmod(0o600)
+    mappings = tmp_path / "mappings.tsv"
+    mappings.write_text(open(os.path.join(CONF, "mappings.tsv")).read())
+    for shipped, local in (("/etc/mailsplice/tls/fullchain.pem", cert),
+                           ("/etc/mailsplice/tls/privkey.pem", key),
+                           ("/etc/mailsplice/admin.token", token),
+                           ("/var/lib/mailsplice/mappings.tsv", mappings)):
+        assert f'"{shipped}"' in text
+        text = text.replace(f'"{shipped}"', f'"{local}"')
+    text = text.replace('user = "mailsplice"', 'user = "nobody"')
+    text = text.replace('group = "mailsplice"', 'group = "nogroup"')
+    cfg = tmp_path / name
+    cfg.write_text(text)
+    r = run("-c", str(cfg), "--check")
+    assert r.returncode == 0, r.stderr
+    assert f"configuration {cfg}: OK" in r.stdout
+    assert re.search(r"^listeners: 8$", r.stdout, re.M)
+    assert re.search(r"^mapping: file .* 0 entries", r.stdout, re.M)
+    # the shipped mapping file documents its format and holds no mapping
+    assert all(line.startswith("#") or not line.strip()
+               for line in open(os.path.join(CONF, "mappings.tsv")))
+
+
+def test_unknown_server_user_is_a_config_error(tmp_path):
+    cfg = tmp_path / "user.toml"
+    cfg.write_text('[server]\nuser = "no-such-user-here"\ngroup = "no-such-group-here"\n')
+    r = run("-c", str(cfg), "--check")
+    assert r.returncode == 2
+    assert f'{cfg}:2: server.user: no such user "no-such-user-here"' in r.stderr
+    assert f'{cfg}:3: server.group: no such group "no-such-group-here"' in r.stderr
