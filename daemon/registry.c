@@ -141,13 +141,17 @@ json_t *registry_list(const char *account)
 		if (account && strcmp(ls->account, account) != 0)
 			continue;
 		json_t *o = json_pack(
-		        "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I}", "id", ls->session_id,
-		        "account", ls->account, "listener", ls->listener, "protocol",
-		        proto_name(ls->protocol), "client", ls->client, "destination",
+		        "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I}", "id",
+		        ls->session_id, "account", ls->account, "listener", ls->listener,
+		        "protocol", proto_name(ls->protocol), "client", ls->client, "destination",
 		        ls->destination, "state", ls->state ? ls->state : "", "data_path",
 		        ls->data_path ? ls->data_path : "", "started_ms",
 		        (json_int_t)ls->started_ms, "age_s",
-		        (json_int_t)(now > ls->started_ms ? (now - ls->started_ms) / 1000 : 0));
+		        (json_int_t)(now > ls->started_ms ? (now - ls->started_ms) / 1000 : 0),
+		        "bytes_up",
+		        (json_int_t)atomic_load_explicit(&ls->bytes_up, memory_order_relaxed),
+		        "bytes_down",
+		        (json_int_t)atomic_load_explicit(&ls->bytes_down, memory_order_relaxed));
 		json_array_append_new(arr, o);
 	}
 	pthread_mutex_unlock(&lock);

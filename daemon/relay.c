@@ -69,6 +69,7 @@ struct dir {
 	const char *path; /* the name in logs and metrics */
 	struct evbuffer *buf;
 	uint64_t *count;
+	atomic_uint_fast64_t *live; /* where *count is published, or NULL */
 	/* splice: a pipe while bytes are in it */
 	int prd, pwr;
 	size_t held;
@@ -642,9 +643,22 @@ static bool dir_empty(const struct dir *d)
 	return d->engine != ENGINE_SOCKMAP || (!d->kernel && kernel_drained((struct dir *)d));
 }
 
+/* The counts so far, for /sessions: what the daemon moved plus what the
+ * verdict program redirected (sockmap: as of this step). */
+static void publish(const struct dir *d)
+{
+	if (d->live)
+		atomic_store_explicit(d->live, *d->count + (d->k ? d->k->redirected : 0),
+		                      memory_order_relaxed);
+}
+
 static void step(struct relay *r)
 {
-	if (!step_dir(&r->up) || !step_dir(&r->down))
+	bool running = step_dir(&r->up) && step_dir(&r->down);
+
+	publish(&r->up);
+	publish(&r->down);
+	if (!running)
 		return;
 	/* forward an end of stream once everything before it went out */
 	struct dir *ds[2] = {&r->up, &r->down};
@@ -863,6 +877,10 @@ struct relay *relay_start(struct event_base *base, struct relay_leg *client,
 	init_leg(r, &r->b, backend);
 	init_dir(r, &r->up, &r->c, &r->b, &r->st.client_to_backend, client);
 	init_dir(r, &r->down, &r->b, &r->c, &r->st.backend_to_client, backend);
+	if (opts) {
+		r->up.live = opts->live_up;
+		r->down.live = opts->live_down;
+	}
 	if (!r->up.buf || !r->down.buf || !r->done_ev || !r->idle || !r->c.rev || !r->c.wev ||
 	    !r->b.rev || !r->b.wev) {
 		finish(r, RELAY_END_ERROR, "out of memory");

@@ -9,6 +9,7 @@
 #ifndef MAILSPLICE_REGISTRY_H
 #define MAILSPLICE_REGISTRY_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -34,6 +35,8 @@ struct live_session {
 	const char *state;    /* "login", "backend", "relay" */
 	const char *data_path;
 	uint64_t started_ms; /* wall clock, ms since epoch */
+	/* bytes relayed each way, published by the relay (no lock needed) */
+	atomic_uint_fast64_t bytes_up, bytes_down;
 
 	struct live_session *prev, *next;
 };

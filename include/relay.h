@@ -19,6 +19,7 @@
 #ifndef MAILSPLICE_RELAY_H
 #define MAILSPLICE_RELAY_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -98,6 +99,9 @@ struct relay_opts {
 	uint64_t idle_ms; /* tear down after this long without bytes either way; 0 = never */
 	enum data_path_mode mode;    /* per-session cap; DATA_PATH_AUTO = best available */
 	uint32_t kernel_queue_limit; /* sockmap: most bytes queued in the kernel per direction */
+	/* optional: bytes relayed so far each way, stored after every step for
+	 * readers on other threads (the admin API's /sessions) */
+	atomic_uint_fast64_t *live_up, *live_down;
 };
 
 struct relay;
