@@ -449,12 +449,15 @@ static void sieve_backend_input(struct session *s)
 			session_backend_broken(s, "backend response line too long");
 			return;
 		}
-		char *line = malloc((size_t)n);
+		/* NUL-terminated as well: the reply text is searched with
+		 * string functions ([XCLIENT] in the greeting) */
+		char *line = malloc((size_t)n + 1);
 		if (!line) {
 			session_backend_broken(s, "out of memory");
 			return;
 		}
 		evbuffer_remove(s->backend.in, line, (size_t)n);
+		line[n] = '\0';
 		backend_line(s, line, (size_t)n);
 		free(line);
 	}
