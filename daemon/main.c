@@ -289,6 +289,8 @@ static void log_startup(const struct config *cfg)
 	        srv.n_workers, rs.mappings, cfg->path);
 }
 
+static int serve(struct config *cfg);
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
@@ -352,6 +354,19 @@ int main(int argc, char **argv)
 		config_free(cfg);
 		return 2;
 	}
+	int status = serve(cfg);
+	config_free(cfg);
+	if (status == 0)
+		log_msg(LOG_INFO, "stopped", "status=0");
+	return status;
+}
+
+/* Run until stopped: 0 after a clean stop, 1 when start-up fails (the
+ * caller frees the configuration either way). */
+static int serve(struct config *cfg)
+{
+	char err[4096];
+
 	if (cfg->log_level < 0)
 		log_set_fd(-1);
 	else
@@ -421,7 +436,5 @@ int main(int argc, char **argv)
 	server_free(&srv);
 	datapath_shutdown();
 	event_base_free(main_base);
-	config_free(cfg);
-	log_msg(LOG_INFO, "stopped", "status=0");
 	return 0;
 }
