@@ -6,9 +6,20 @@
 #   make vmtest  kernel-path tests under QEMU, per kernel in vmtest/kernels
 #   make demo    legacy + new backends and mailspliced on loopback, in the foreground
 #   make format  apply .clang-format
+#   make install PREFIX=/usr DESTDIR=...   daemon, man pages, unit, examples
+#   make deb     build/deb/mailsplice_*.deb (debhelper), lintian-checked
+#   make asan    unit tests and the integration suite against an ASan+UBSan daemon
+#   make package-test  that .deb installed into a fresh debootstrap root
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
+SBINDIR ?= $(PREFIX)/sbin
+MANDIR  ?= $(PREFIX)/share/man
+DOCDIR  ?= $(PREFIX)/share/doc/mailsplice
+SYSCONFDIR     ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+UNITDIR        ?= $(if $(filter /usr,$(PREFIX)),/lib/systemd/system,$(PREFIX)/lib/systemd/system)
+TMPFILESDIR    ?= $(PREFIX)/lib/tmpfiles.d
+MODULESLOADDIR ?= $(PREFIX)/lib/modules-load.d
 B       := build
 
 CC      ?= cc
@@ -42,7 +53,7 @@ TOOL_BINS  := $(TOOL_SRCS:tools/%.c=$(B)/%)
 BENCH_SRCS := $(sort $(wildcard bench/*.c))
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(B)/bench/%)
 
-.PHONY: all deps test unit check-format format vmtest clean install bench demo fuzz
+.PHONY: all deps test unit check-format format vmtest clean install deb package-test bench demo fuzz asan
 .DELETE_ON_ERROR:
 
 all: $(BPF_SKELS) $(B)/mailspliced $(TOOL_BINS) $(BPF_OBJS)
@@ -127,6 +138,41 @@ $(B)/fuzz/libfuzz.a: $(FUZZ_OBJS)
 $(B)/fuzz/%: tests/fuzz/%.c $(B)/fuzz/libfuzz.a
 	$(CLANG) $(FUZZ_FLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< $(B)/fuzz/libfuzz.a $(LDLIBS)
 
+# --- sanitizers: the daemon built with ASan + UBSan (any UB aborts), then the
+# integration suite against it; a leak or error at exit fails the test that
+# stopped it (Proxy.stop() expects status 0). The unit tests are built the same
+# way and run first.
+ASAN_FLAGS := -g -O1 -std=c11 -D_GNU_SOURCE -fno-omit-frame-pointer \
+              -fsanitize=address,undefined -fno-sanitize-recover=all \
+              -Iinclude -I$(B) $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+ASAN_OBJS  := $(LIB_SRCS:daemon/%.c=$(B)/asan/obj/%.o)
+ASAN_UNIT  := $(UNIT_SRCS:tests/unit/%.c=$(B)/asan/tests/%)
+
+$(B)/asan/obj/%.o: daemon/%.c $(HDRS) $(BPF_SKELS)
+	@mkdir -p $(@D)
+	$(CLANG) $(ASAN_FLAGS) -c $< -o $@
+
+$(B)/asan/libasan.a: $(ASAN_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/asan/mailspliced: daemon/main.c $(B)/asan/libasan.a
+	$(CLANG) $(ASAN_FLAGS) -o $@ $< -Wl,--whole-archive $(B)/asan/libasan.a \
+		-Wl,--no-whole-archive $(LDLIBS)
+
+$(B)/asan/tests/%: tests/unit/%.c $(B)/asan/libasan.a tests/unit/unit.h
+	@mkdir -p $(@D)
+	$(CLANG) $(ASAN_FLAGS) -Itests/unit -o $@ $< $(B)/asan/libasan.a $(LDLIBS) -lcmocka
+
+asan: all $(B)/asan/mailspliced $(ASAN_UNIT)
+	@for t in $(ASAN_UNIT); do $$t >/dev/null 2>$(B)/asan/$$(basename $$t).log || \
+		{ cat $(B)/asan/$$(basename $$t).log; echo "asan: $$t failed"; exit 1; }; done
+	@echo "asan: $(words $(ASAN_UNIT)) unit test binaries clean"
+	MS_DAEMON=$(CURDIR)/$(B)/asan/mailspliced \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=99 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		tests/run-all integration
+
 fuzz: $(FUZZ_BINS)
 	@mkdir -p tests/fuzz/findings
 	@for f in $(FUZZ_BINS); do n=$$(basename $$f); mkdir -p $(B)/fuzz/corpus-$$n; \
@@ -151,9 +197,35 @@ format:
 check-format:
 	@clang-format --dry-run -Werror $(wildcard daemon/*.c include/*.h tools/*.c tests/unit/*.[ch] bpf/*.c tests/fuzz/*.c)
 
+# The BPF program is compiled into the daemon (bpftool skeleton): no object
+# file to install. systemd's unit, tmpfiles and modules-load directories are
+# /lib and /usr/lib (Debian 12) for PREFIX=/usr, else below PREFIX.
 install: all
-	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin
-	install -m 0755 $(B)/mailspliced $(DESTDIR)$(PREFIX)/sbin/mailspliced
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 \
+		$(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(UNITDIR) $(DESTDIR)$(TMPFILESDIR) \
+		$(DESTDIR)$(MODULESLOADDIR) $(DESTDIR)$(SYSCONFDIR)/mailsplice
+	install -m 0755 $(B)/mailspliced $(DESTDIR)$(SBINDIR)/mailspliced
+	install -m 0644 man/mailspliced.8 $(DESTDIR)$(MANDIR)/man8/mailspliced.8
+	install -m 0644 man/mailsplice.toml.5 $(DESTDIR)$(MANDIR)/man5/mailsplice.toml.5
+	install -m 0644 conf/dovecot-postfix-to-stalwart.toml conf/stalwart-to-stalwart.toml \
+		conf/mappings.tsv conf/dovecot-postfix-trust.conf $(DESTDIR)$(DOCDIR)/examples/
+	install -m 0644 docs/configuration.md docs/admin-api.md docs/datapath.md docs/cutover.md \
+		$(DESTDIR)$(DOCDIR)/
+	sed -e 's|/usr/sbin/mailspliced|$(SBINDIR)/mailspliced|g' \
+	    -e 's|/etc/mailsplice/|$(SYSCONFDIR)/mailsplice/|g' conf/mailsplice.service \
+		> $(DESTDIR)$(UNITDIR)/mailsplice.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/mailsplice.service
+	install -m 0644 conf/mailsplice.tmpfiles $(DESTDIR)$(TMPFILESDIR)/mailsplice.conf
+	install -m 0644 conf/mailsplice-modules.conf $(DESTDIR)$(MODULESLOADDIR)/mailsplice.conf
+
+# A Debian package built by dpkg-buildpackage/debhelper from a copy of the
+# tracked tree (the checkout stays clean), then checked by lintian.
+deb:
+	sh tools/build-deb.sh $(B)/deb
+
+# the package installed into a fresh debootstrap root: --check, unit, purge
+package-test:
+	sh tools/test-deb.sh
 
 clean:
 	rm -rf $(B)

@@ -19,7 +19,8 @@ import subprocess
 import time
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DAEMON = os.path.join(REPO_ROOT, "build", "mailspliced")
+# MS_DAEMON: another build of the daemon (make asan runs the suite against build/asan/)
+DAEMON = os.environ.get("MS_DAEMON") or os.path.join(REPO_ROOT, "build", "mailspliced")
 CLIENT_ADDR = os.environ.get("MS_CLIENT_ADDR", "127.0.0.5")
 PROXY_ADDR = os.environ.get("MS_PROXY_ADDR", "127.0.0.4")
 # e.g. "valgrind --error-exitcode=99 --leak-check=full": the daemon runs under it

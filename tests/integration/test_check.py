@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DAEMON = os.path.join(REPO_ROOT, "build", "mailspliced")
+DAEMON = os.environ.get("MS_DAEMON") or os.path.join(REPO_ROOT, "build", "mailspliced")
 # The Stalwart migration proxy's published configuration files, as published (copied
 # from ../shared/reference so a fresh clone tests itself).
 REFERENCE = os.path.join(REPO_ROOT, "tests", "data", "reference")

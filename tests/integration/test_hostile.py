@@ -18,7 +18,8 @@ import time
 
 import pytest
 
-from tests.harness.proxy import CLIENT_ADDR, PROXY_ADDR, Proxy, connect
+import tests.harness.proxy as harness_proxy
+from tests.harness.proxy import PROXY_ADDR, Proxy, connect
 
 PORT_OFFSET = int(os.environ.get("MS_PORT_OFFSET", "0"))
 IMAP = 12143 + PORT_OFFSET
@@ -370,7 +371,11 @@ def test_hostile_sessions_keep_daemon_healthy(hostile):
     time.sleep(2.5)  # backend_timeout: the hung-backend sessions end
     rss1, fds1 = rss_kb(pid), fd_count(pid)
     assert fds1 <= fds0 + 2, f"fd count {fds0} -> {fds1}"
-    assert rss1 <= rss0 + 8 * 1024, f"RSS grew {rss0} kB -> {rss1} kB"
+    if "asan" in os.path.basename(os.path.dirname(harness_proxy.DAEMON)):
+        # ASan keeps freed memory in quarantine (256 MB): RSS says nothing there
+        print(f"RSS check skipped under the ASan build ({rss0} kB -> {rss1} kB)")
+    else:
+        assert rss1 <= rss0 + 8 * 1024, f"RSS grew {rss0} kB -> {rss1} kB"
     assert hostile.alive()
 
 
