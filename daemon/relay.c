@@ -37,6 +37,7 @@
 #include <openssl/bio.h>
 #include <openssl/err.h>
 
+#include "ktls13.h"
 #include "log.h"
 #include "util.h"
 
@@ -55,6 +56,7 @@ struct leg {
 	SSL *ssl;
 	struct event *rev, *wev;
 	bool ktls_rx, ktls_tx;
+	bool own_rx;       /* TLS 1.3 receive keyed by us: OpenSSL must not read */
 	bool eof;          /* the peer ended its stream */
 	bool shut;         /* we ended ours toward this peer */
 	bool readable;     /* a read event arrived and was not yet consumed */
@@ -412,6 +414,32 @@ static bool splice_out(struct dir *d)
 /* A kTLS RX socket refuses to splice a record that is not application
  * data (an alert such as close_notify, a handshake message): OpenSSL reads
  * it through recvmsg and says what it was. */
+/* The same for a TLS 1.3 leg whose receive we keyed (ktls13.h): OpenSSL
+ * cannot read it, so the record is read and judged here. */
+static bool own_rx_control_record(struct dir *d)
+{
+	uint8_t rec[16384 + 256];
+	size_t n;
+	char why[160];
+
+	switch (ktls13_control_record(d->src->fd, rec, sizeof(rec), &n, why, sizeof(why))) {
+	case KTLS13_AGAIN:
+	case KTLS13_IGNORED: /* NewSessionTicket: we resume nothing with it */
+		return true;
+	case KTLS13_DATA:
+		evbuffer_add(d->buf, rec, n);
+		*d->count += n;
+		return true;
+	case KTLS13_CLOSE:
+		d->src->eof = true;
+		return true;
+	case KTLS13_FATAL:
+		break;
+	}
+	finish(d->r, RELAY_END_ERROR, why);
+	return false;
+}
+
 static bool ktls_control_record(struct dir *d)
 {
 	/* pull() sets eof on close_notify; application data it reads goes
@@ -451,7 +479,7 @@ static bool splice_in(struct dir *d)
 		if (src->ktls_rx && (err == EINVAL || err == EIO || err == EBADMSG)) {
 			if (d->held > 0)
 				return true; /* write out what came before it first */
-			return ktls_control_record(d);
+			return src->own_rx ? own_rx_control_record(d) : ktls_control_record(d);
 		}
 		finish(d->r, RELAY_END_ERROR, strerror(err));
 		return false;
@@ -811,6 +839,26 @@ static void take_ssl_pending(struct dir *d)
 			break;
 }
 
+/* TLS 1.3 source leg without kernel receive (OpenSSL 3.0 does not key it):
+ * hand OpenSSL's decrypted bytes to the buffer, then key the kernel with
+ * the peer's traffic secret at the record count OpenSSL reached. */
+static void key_own_rx(struct dir *d)
+{
+	char why[160];
+
+	if (SSL_version(d->src->ssl) != TLS1_3_VERSION)
+		return;
+	take_ssl_pending(d);
+	if (d->r->finished || d->src->eof)
+		return;
+	if (!ktls13_install_rx(d->src->ssl, d->src->fd, why, sizeof(why))) {
+		log_msg(LOG_DEBUG, "ktls13", "dir=%s rx=openssl reason=\"%s\"",
+		        d == &d->r->up ? "up" : "down", why);
+		return;
+	}
+	d->src->ktls_rx = d->src->own_rx = true;
+}
+
 static void choose_engines(struct relay *r, const struct relay_opts *opts)
 {
 	const struct datapath_caps *caps = datapath_caps();
@@ -851,8 +899,10 @@ static void choose_engines(struct relay *r, const struct relay_opts *opts)
 		return;
 	for (int i = 0; i < 2; i++) {
 		struct dir *d = ds[i];
-		bool src_kernel = !d->src->ssl || d->src->ktls_rx;
 		bool dst_kernel = !d->dst->ssl || d->dst->ktls_tx;
+		if (d->src->ssl && !d->src->ktls_rx && dst_kernel && caps->ktls)
+			key_own_rx(d);
+		bool src_kernel = !d->src->ssl || d->src->ktls_rx;
 		if (src_kernel && dst_kernel) {
 			d->engine = ENGINE_SPLICE;
 			d->path = d->src->ssl || d->dst->ssl ? "ktls-splice" : "splice";

@@ -23,6 +23,8 @@
 #include <openssl/evp.h>
 #include <openssl/x509v3.h>
 
+#include "ktls13.h"
+#include "relay.h"
 #include "util.h"
 
 struct tls_server_cert {
@@ -121,6 +123,10 @@ static bool apply_protocol_opts(SSL_CTX *ctx, const struct tls_protocol_opts *o,
 	 * mail protocol frames its own data) */
 	SSL_CTX_set_options(ctx, SSL_OP_ENABLE_KTLS | SSL_OP_NO_COMPRESSION |
 	                                 SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF);
+	/* TLS 1.3 receive in the kernel needs the traffic secret and the
+	 * record count, which only callbacks see (ktls13.h) */
+	if (datapath_caps()->ktls)
+		ktls13_watch_ctx(ctx);
 	if (!SSL_CTX_set_min_proto_version(ctx,
 	                                   o && o->min_version ? o->min_version : TLS1_2_VERSION)) {
 		openssl_err(err, errlen, "min_version");
