@@ -76,6 +76,8 @@ static void log_session(struct session *s)
 	lb_uint(&lb, "auth_failures", s->auth_attempts);
 	lb_uint(&lb, "duration_ms", dur);
 	lb_str(&lb, "end", s->end_reason ? s->end_reason : "closed");
+	if (s->end_detail[0])
+		lb_str(&lb, "detail", s->end_detail);
 	lb_emit(&lb);
 }
 
@@ -1051,6 +1053,7 @@ static void relay_done(void *arg, const struct relay_stats *st)
 	/* the relay closed both fds already */
 	s->client.fd = -1;
 	s->end_reason = relay_end_name(st->end);
+	str_copy(s->end_detail, st->detail, sizeof(s->end_detail));
 	end_session(s, s->end_reason);
 }
 

@@ -138,6 +138,7 @@ struct session {
 
 	struct relay *relay;
 	const char *end_reason;
+	char end_detail[128]; /* the relay's error text, if any (session line "detail=") */
 	uint64_t bytes_up, bytes_down;
 	const char *path_up, *path_down;
 
