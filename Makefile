@@ -9,6 +9,7 @@
 #   make install PREFIX=/usr DESTDIR=...   daemon, man pages, unit, examples
 #   make deb     build/deb/mailsplice_*.deb (debhelper), lintian-checked
 #   make asan    unit tests and the integration suite against an ASan+UBSan daemon
+#   make soak SOAK_SECONDS=600   churn over every protocol with kicks, ASan daemon
 #   make package-test  that .deb installed into a fresh debootstrap root
 
 PREFIX  ?= /usr/local
@@ -53,7 +54,7 @@ TOOL_BINS  := $(TOOL_SRCS:tools/%.c=$(B)/%)
 BENCH_SRCS := $(sort $(wildcard bench/*.c))
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(B)/bench/%)
 
-.PHONY: all deps test unit check-format format vmtest clean install deb package-test bench demo fuzz asan
+.PHONY: all deps test unit check-format format vmtest clean install deb package-test bench demo fuzz asan soak
 .DELETE_ON_ERROR:
 
 all: $(BPF_SKELS) $(B)/mailspliced $(TOOL_BINS) $(BPF_OBJS)
@@ -172,6 +173,12 @@ asan: all $(B)/asan/mailspliced $(ASAN_UNIT)
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=99 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		tests/run-all integration
+
+# soak: minutes of churn over every protocol with remaps and kicks, against the
+# ASan build; prints numbers (not part of make test)
+SOAK_SECONDS ?= 600
+soak: all $(B)/asan/mailspliced
+	@/usr/bin/python3 bench/soak.py --seconds $(SOAK_SECONDS) --daemon $(B)/asan/mailspliced
 
 fuzz: $(FUZZ_BINS)
 	@mkdir -p tests/fuzz/findings
