@@ -1,5 +1,6 @@
 """Daemon lifecycle: SIGTERM drain, SIGHUP reload, refusing what it cannot serve (issue 2)."""
 
+import grp
 import os
 import signal
 import ssl
@@ -230,3 +231,33 @@ def test_sd_notify_ready_status_reloading_stopping(harness_state, pki, legacy_st
     finally:
         p.stop()
         n.sock.close()
+
+
+def test_privileges_dropped_to_server_user(harness_state, pki, legacy_stack):
+    """[server] user/group: bound, keys read and kernel probed as root, then the daemon
+    runs as that user with no capability left (splice and kTLS need none), no_new_privs
+    set, and still serves logins and reloads its mappings (issue 9)."""
+    text = config(legacy_stack, pki).replace("[server]\n", '[server]\nuser = "nobody"\n'
+                                             'group = "nogroup"\n', 1)
+    p = Proxy(harness_state, "privdrop", text, env={"SSL_CERT_FILE": pki.ca_file},
+              mappings="alice@example.org legacy\n")
+    p.start()
+    try:
+        line = p.wait_log(r"event=privileges ")
+        assert "user=nobody group=nogroup kept=none" in line, line
+        status = dict(line.split(":\t", 1) for line in
+                      open(f"/proc/{p.proc.pid}/status").read().splitlines() if ":\t" in line)
+        assert status["Uid"].split() == ["65534"] * 4, status["Uid"]
+        assert status["Gid"].split()[:3] == [str(grp.getgrnam("nogroup").gr_gid)] * 3
+        for cap in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
+            assert int(status[cap], 16) == 0, (cap, status[cap])
+        assert status["NoNewPrivs"] == "1"
+        s, f = tls_conn(pki.ca_file)
+        assert command(f, "a1", "LOGIN alice@example.org alice-pw").startswith(b"a1 OK")
+        s.close()
+        mark = p.log_size()
+        p.set_mappings("alice@example.org legacy\nbob@example.org legacy\n")
+        p.signal(signal.SIGHUP)
+        p.wait_log(r"event=mapping-reload result=ok entries=2", since=mark)
+    finally:
+        assert p.stop() == 0
