@@ -16,7 +16,7 @@ PKGS="make gcc libc6-dev pkg-config clang llvm clang-format
 PKGS="$PKGS libcmocka-dev python3 python3-pytest
  dovecot-core dovecot-imapd dovecot-pop3d dovecot-managesieved dovecot-sieve
  dovecot-lmtpd postfix swaks sieve-connect curl ca-certificates bsdutils
- iproute2 procps valgrind"
+ iproute2 procps valgrind groff-base"
 # vmtest: QEMU, a static busybox for the initramfs, kernel unpacking
 PKGS="$PKGS qemu-system-x86 busybox-static kmod cpio file xz-utils zstd lz4"
 # fuzzing, benchmarks, packaging
