@@ -360,6 +360,32 @@ static unsigned line_of(const struct toml_value *t, const char *key)
 	return v ? v->line : (t ? t->line : 0);
 }
 
+/* A table name that becomes a name of ours (destination, listener,
+ * certificate): it is written in logs and in the mapping file, and looked
+ * up as a C string, so a NUL, a control character, a blank, '"' or '#'
+ * in it would make two names compare equal or break a line. */
+static bool name_ok(struct loader *l, const struct toml_keyval *kv, const char *table)
+{
+	bool ok = kv->key_len == strlen(kv->key) && kv->key_len > 0;
+
+	for (size_t i = 0; ok && i < kv->key_len; i++) {
+		unsigned char ch = (unsigned char)kv->key[i];
+		ok = ch > 0x20 && ch != 0x7f && ch != '"' && ch != '#';
+	}
+	if (!ok) {
+		/* the error names the table without the offending bytes */
+		char shown[200];
+		size_t n = 0;
+		for (const char *p = table; *p && n < sizeof(shown) - 1; p++)
+			shown[n++] = (unsigned char)*p < 0x20 || *p == 0x7f ? '?' : *p;
+		shown[n] = '\0';
+		errorf(l, kv->value->line, shown,
+		       "name must not be empty nor contain NUL, control characters, blanks, '\"' "
+		       "or '#'");
+	}
+	return ok;
+}
+
 /* ---- [server] ---- */
 
 static void load_server(struct loader *l, const struct toml_value *root)
@@ -466,6 +492,8 @@ static void load_tls(struct loader *l, const struct toml_value *root)
 				errorf(l, kv->value->line, table, "expected a table");
 				continue;
 			}
+			if (!name_ok(l, kv, table))
+				continue;
 			struct cfg_cert *cc = &c->certs[c->n_certs++];
 			cc->id = xstrdup(kv->key);
 			cc->line = kv->value->line;
@@ -821,6 +849,8 @@ static void load_destinations(struct loader *l, const struct toml_value *root)
 			errorf(l, kv->value->line, table, "expected a table");
 			continue;
 		}
+		if (!name_ok(l, kv, table))
+			continue;
 		struct cfg_destination *d = &c->dests[c->n_dests];
 		d->name = xstrdup(kv->key);
 		c->dest_names[c->n_dests++] = d->name;
@@ -928,6 +958,8 @@ static void load_listeners(struct loader *l, const struct toml_value *root)
 			errorf(l, kv->value->line, table, "expected a table");
 			continue;
 		}
+		if (!name_ok(l, kv, table))
+			continue;
 		struct cfg_listener *ls = &c->listeners[c->n_listeners++];
 		ls->name = xstrdup(kv->key);
 		load_listener(l, ls, kv->value, table);

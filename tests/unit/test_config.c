@@ -201,6 +201,19 @@ static void test_unknown_key(void **state)
 	expect_error(26, "bogus", "unknown key");
 }
 
+/* Names become C strings, log fields and mapping-file tokens: a NUL would make
+ * "legacy\0x" a second "legacy" (found by fuzz_config), a blank or '"' would break
+ * the mapping file and the log line. */
+static void test_names_without_nul_or_blanks(void **state)
+{
+	assert_null(load(BASE "[destination.\"legacy\\u0000x\"]\nhost = \"a.example\"\n", true));
+	expect_error(26, "destination.legacy", "must not be empty nor contain NUL");
+	assert_null(load(BASE "[destination.\"new one\"]\nhost = \"a.example\"\n", true));
+	expect_error(26, "destination.new one", "blanks");
+	assert_null(load(BASE "[listener.\"a\\u0007\"]\nprotocol = \"imap\"\n", true));
+	expect_error(26, "listener.a?", "control characters");
+}
+
 /* Rule: default_destination names a declared destination. */
 static void test_default_destination_declared(void **state)
 {
@@ -382,6 +395,7 @@ int main(void)
 	        cmocka_unit_test(test_reference_defaults),
 	        cmocka_unit_test(test_durations),
 	        cmocka_unit_test(test_unknown_key),
+	        cmocka_unit_test(test_names_without_nul_or_blanks),
 	        cmocka_unit_test(test_default_destination_declared),
 	        cmocka_unit_test(test_default_destination_protocols),
 	        cmocka_unit_test(test_smtp_needs_passthrough),
