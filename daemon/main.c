@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -174,6 +175,28 @@ static void notify_status(void)
 static void on_status_tick(evutil_socket_t fd, short what, void *arg)
 {
 	notify_status();
+}
+
+/* After a crowd of sessions has gone, give the memory they used back to
+ * the system: glibc keeps freed chunks in its per-thread arenas, so RSS
+ * would stay at the peak. Trimming walks every arena under its lock, so
+ * it runs only when the session count has at least halved (and by a few
+ * hundred) since the last look, never on a busy steady state. */
+#define TRIM_INTERVAL_S 10
+#define TRIM_MIN_DROP   256
+static struct event *trim_timer;
+static size_t trim_peak;
+
+static void on_trim_tick(evutil_socket_t fd, short what, void *arg)
+{
+	size_t active = atomic_load(&srv.active);
+
+	if (active > trim_peak)
+		trim_peak = active;
+	if (trim_peak - active >= TRIM_MIN_DROP && active <= trim_peak / 2) {
+		malloc_trim(0);
+		trim_peak = active;
+	}
 }
 
 static void on_term(evutil_socket_t sig, short what, void *arg)
@@ -412,6 +435,9 @@ static int serve(struct config *cfg)
 	}
 	log_startup(cfg);
 	sd_notify(0, "READY=1");
+	trim_timer = event_new(main_base, -1, EV_PERSIST, on_trim_tick, NULL);
+	struct timeval trim_tv = {TRIM_INTERVAL_S, 0};
+	event_add(trim_timer, &trim_tv);
 	if (getenv("NOTIFY_SOCKET")) {
 		/* only under a service manager: the status walks the session list */
 		status_timer = event_new(main_base, -1, EV_PERSIST, on_status_tick, NULL);
@@ -433,6 +459,7 @@ static int serve(struct config *cfg)
 		event_free(drain_timer);
 	if (status_timer)
 		event_free(status_timer);
+	event_free(trim_timer);
 	server_free(&srv);
 	datapath_shutdown();
 	event_base_free(main_base);

@@ -123,6 +123,9 @@ static bool apply_protocol_opts(SSL_CTX *ctx, const struct tls_protocol_opts *o,
 	 * mail protocol frames its own data) */
 	SSL_CTX_set_options(ctx, SSL_OP_ENABLE_KTLS | SSL_OP_NO_COMPRESSION |
 	                                 SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF);
+	/* an idle session (a client in the login phase, a spliced pair)
+	 * keeps no 16 KiB read and write buffers */
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
 	/* TLS 1.3 receive in the kernel needs the traffic secret and the
 	 * record count, which only callbacks see (ktls13.h) */
 	if (datapath_caps()->ktls)

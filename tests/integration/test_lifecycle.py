@@ -153,32 +153,6 @@ tls = "implicit"
     assert "refusing to start: http listeners" in run.stderr
 
 
-def test_privilege_drop(harness_state, pki, legacy_stack):
-    """[server] user: listeners bound as root, then the daemon runs as that user with no
-    capability left (userspace data path) and no_new_privs; logins still work."""
-    text = config(legacy_stack, pki).replace('[server]\n', '[server]\nuser = "nobody"\n', 1)
-    p = Proxy(harness_state, "privdrop", text, env={"SSL_CERT_FILE": pki.ca_file})
-    os.chmod(p.dir, 0o755)
-    p.start()
-    try:
-        status = {}
-        with open(f"/proc/{p.proc.pid}/status") as f:
-            for line in f:
-                k, _, v = line.partition(":")
-                status[k] = v.split()
-        import pwd
-        nobody = pwd.getpwnam("nobody").pw_uid
-        assert all(int(u) == nobody for u in status["Uid"]), status["Uid"]
-        assert int(status["CapEff"][0], 16) == 0 and int(status["CapPrm"][0], 16) == 0
-        assert status["NoNewPrivs"][0] == "1"
-        assert "event=privileges user=nobody" in p.log_text()
-        s, f = tls_conn(pki.ca_file)
-        assert command(f, "a1", "LOGIN alice@example.org alice-pw").startswith(b"a1 OK")
-        s.close()
-    finally:
-        assert p.stop() == 0
-
-
 class Notifications:
     """The service manager's end of sd_notify(3): a datagram socket named by
     NOTIFY_SOCKET, as systemd creates for Type=notify units."""
