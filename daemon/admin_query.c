@@ -5,16 +5,7 @@
 
 #include <string.h>
 
-static int hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
+#include "util.h"
 
 static enum query_get decode(const char *v, size_t len, char *out, size_t outlen)
 {
@@ -23,8 +14,8 @@ static enum query_get decode(const char *v, size_t len, char *out, size_t outlen
 	for (size_t i = 0; i < len; i++) {
 		char c = v[i];
 		int hi, lo;
-		if (c == '%' && i + 2 < len && (hi = hex_value(v[i + 1])) >= 0 &&
-		    (lo = hex_value(v[i + 2])) >= 0) {
+		if (c == '%' && i + 2 < len && (hi = hex_digit(v[i + 1])) >= 0 &&
+		    (lo = hex_digit(v[i + 2])) >= 0) {
 			c = (char)(hi << 4 | lo);
 			i += 2;
 		}

@@ -25,6 +25,8 @@
 #include <openssl/crypto.h>
 #include <openssl/kdf.h>
 
+#include "util.h"
+
 #ifndef SOL_TLS
 #define SOL_TLS 282
 #endif
@@ -67,17 +69,6 @@ static struct rx_state *state_of(const SSL *ssl, bool create)
 	return st;
 }
 
-static int hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* "LABEL <client_random> <secret>" (NSS key log format). Only the secret the
  * peer sends with is kept: the client's on a server SSL, the server's on a
  * client SSL. */
@@ -100,7 +91,7 @@ static void on_keylog(const SSL *ssl, const char *line)
 	if (!st)
 		return;
 	for (size_t i = 0; i < hl / 2; i++) {
-		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+		int hi = hex_digit(hex[2 * i]), lo = hex_digit(hex[2 * i + 1]);
 		if (hi < 0 || lo < 0) {
 			OPENSSL_cleanse(st->secret, sizeof(st->secret));
 			st->secret_len = 0;

@@ -416,16 +416,10 @@ bool tls_parse_pin(const char *s, uint8_t out[32])
 	int half = -1;
 
 	for (; *s; s++) {
-		int v;
 		if (*s == ':' && half < 0)
 			continue;
-		if (*s >= '0' && *s <= '9')
-			v = *s - '0';
-		else if (*s >= 'a' && *s <= 'f')
-			v = *s - 'a' + 10;
-		else if (*s >= 'A' && *s <= 'F')
-			v = *s - 'A' + 10;
-		else
+		int v = hex_digit((unsigned char)*s);
+		if (v < 0)
 			return false;
 		if (half < 0) {
 			half = v;

@@ -28,6 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util.h"
+
 /* How a table or array came to be (struct toml_value.flags). */
 enum {
 	TF_NODE = 1u << 0,     /* table allocated as a struct table_node */
@@ -595,17 +597,6 @@ static size_t utf8_encode(uint32_t cp, char out[4])
 	return 4;
 }
 
-static int hex_value(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* \uXXXX or \UXXXXXXXX, the cursor on the 'u' / 'U'. */
 static bool parse_unicode_escape(struct parser *p, struct buf *out)
 {
@@ -614,7 +605,7 @@ static bool parse_unicode_escape(struct parser *p, struct buf *out)
 	char utf8[4];
 
 	for (size_t i = 1; i <= digits; i++) {
-		int d = hex_value(peek_at(p, i));
+		int d = hex_digit(peek_at(p, i));
 
 		if (d < 0)
 			return fail(p, "invalid escape '\\%c': expected %zu hex digits", *p->cur,
@@ -787,7 +778,7 @@ static int shown(size_t n)
 
 static int digit_value(int c, unsigned base)
 {
-	int d = hex_value(c);
+	int d = hex_digit(c);
 
 	return d >= 0 && (unsigned)d < base ? d : -1;
 }

@@ -88,6 +88,17 @@ size_t str_copy(char *dst, const char *src, size_t size)
 	return len;
 }
 
+int hex_digit(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
 size_t ascii_prefix(const char *s, size_t len, const char *prefix)
 {
 	size_t n = strlen(prefix);

@@ -30,6 +30,9 @@ size_t str_copy(char *dst, const char *src, size_t size);
  * matches, 0 otherwise. */
 size_t ascii_prefix(const char *s, size_t len, const char *prefix);
 
+/* The value of one hexadecimal digit (either case), or -1. */
+int hex_digit(int c);
+
 /* Constant-time comparison of two byte strings (length leaks, content not). */
 bool const_time_eq(const void *a, size_t alen, const void *b, size_t blen);
 
