@@ -34,6 +34,26 @@ def run(*args, env=None):
     return subprocess.run([DAEMON, *args], capture_output=True, text=True, env=e, timeout=30)
 
 
+def self_signed(tmp_path, cert_name="cert.pem", key_name="key.pem"):
+    """A P-256 certificate and its 0600 key: --check really loads them."""
+    cert, key = tmp_path / cert_name, tmp_path / key_name
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=mail.example.com",
+                    "-days", "2", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    key.chmod(0o600)
+    return cert, key
+
+
+def check_passes(cfg, listeners=r"\d+"):
+    """--check on cfg exits 0 and prints the summary with an empty mapping table."""
+    r = run("-c", str(cfg), "--check")
+    assert r.returncode == 0, r.stderr
+    assert f"configuration {cfg}: OK" in r.stdout
+    assert re.search(rf"^listeners: {listeners}$", r.stdout, re.M)
+    assert re.search(r"^mapping: file .* 0 entries", r.stdout, re.M)
+
+
 def etc_proxy_lines(path):
     """{"/etc/proxy/...": line number} for every referenced file."""
     found = {}
@@ -75,21 +95,12 @@ def test_reference_passes_with_real_paths(name, tmp_path):
             local.write_text("placeholder\n")
         text = text.replace(f'"{file}"', f'"{local}"')
     # certificates must really load for --check: make one
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=mail.example.com",
-                    "-days", "2", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
-    key.chmod(0o600)
+    cert, key = self_signed(tmp_path)
     text = re.sub(r'cert = "[^"]+"', f'cert = "{cert}"', text)
     text = re.sub(r'key = "[^"]+"', f'key = "{key}"', text)
     local_cfg = tmp_path / name
     local_cfg.write_text(text)
-    r = run("-c", str(local_cfg), "--check")
-    assert r.returncode == 0, r.stderr
-    assert f"configuration {local_cfg}: OK" in r.stdout
-    assert re.search(r"^listeners: \d+", r.stdout, re.M)
-    assert re.search(r"^mapping: file .* 0 entries", r.stdout, re.M)
+    check_passes(local_cfg)
 
 
 def test_config_error_exit_status_and_format(tmp_path):
@@ -149,12 +160,7 @@ def test_shipped_config_passes_check(name, tmp_path):
     """With its paths pointed at real files (the shipped mappings.tsv, a fresh key, a
     0600 token) and an existing unprivileged user, the file is valid as shipped."""
     text = open(os.path.join(CONF, name)).read()
-    cert, key = tmp_path / "fullchain.pem", tmp_path / "privkey.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=mail.example.com",
-                    "-days", "2", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
-    key.chmod(0o600)
+    cert, key = self_signed(tmp_path, "fullchain.pem", "privkey.pem")
     token = tmp_path / "admin.token"
     token.write_text("0123456789abcdef" * 4 + "\n")
     token.chmod(0o600)
@@ -170,11 +176,7 @@ def test_shipped_config_passes_check(name, tmp_path):
     text = text.replace('group = "mailsplice"', 'group = "nogroup"')
     cfg = tmp_path / name
     cfg.write_text(text)
-    r = run("-c", str(cfg), "--check")
-    assert r.returncode == 0, r.stderr
-    assert f"configuration {cfg}: OK" in r.stdout
-    assert re.search(r"^listeners: 8$", r.stdout, re.M)
-    assert re.search(r"^mapping: file .* 0 entries", r.stdout, re.M)
+    check_passes(cfg, listeners="8")
     # the shipped mapping file documents its format and holds no mapping
     assert all(line.startswith("#") or not line.strip()
                for line in open(os.path.join(CONF, "mappings.tsv")))
