@@ -145,6 +145,16 @@ def imap_login(s):
     return s, f
 
 
+def recv_to_eof(s, chunk=65536):
+    """Everything the peer sends until it ends the stream."""
+    data = b""
+    while True:
+        got = s.recv(chunk)
+        if not got:
+            return data
+        data += got
+
+
 def connect(port, host=PROXY_ADDR, source=CLIENT_ADDR, timeout=10):
     """A TCP connection from the test client address."""
     s = socket.create_connection((host, port), timeout=timeout, source_address=(source, 0))

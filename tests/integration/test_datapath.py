@@ -26,7 +26,8 @@ import time
 import pytest
 
 import tests.harness.proxy as harness_proxy
-from tests.harness.proxy import PROXY_ADDR, Proxy, connect, imap_login, log_field as field
+from tests.harness.proxy import PROXY_ADDR, Proxy, connect, imap_login, recv_to_eof
+from tests.harness.proxy import log_field as field
 from tests.harness.pump import Pump, pattern
 
 PUMP_ADDR = "127.0.0.7"
@@ -174,12 +175,7 @@ def admin_get(p, path, method="GET"):
     s.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
               f"datapath-token-0123456789abcdef0123\r\nContent-Length: 0\r\n"
               f"Connection: close\r\n\r\n".encode())
-    data = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
+    data = recv_to_eof(s)
     s.close()
     head, _, body = data.partition(b"\r\n\r\n")
     return int(head.split()[1]), body.decode()
@@ -387,12 +383,7 @@ def churn(proxy, sessions):
                 s = connect(proxy.smtp)
                 s.sendall(b"ECHO\nping\n")
                 s.shutdown(socket.SHUT_WR)
-                data = b""
-                while True:
-                    chunk = s.recv(100)
-                    if not chunk:
-                        break
-                    data += chunk
+                data = recv_to_eof(s, 100)
                 s.close()
                 if data != b"ping\n":
                     errors.append(data)

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from tests.harness.proxy import CLIENT_ADDR, PROXY_ADDR, Proxy, connect
+from tests.harness.proxy import CLIENT_ADDR, PROXY_ADDR, Proxy, connect, recv_to_eof
 
 PORT_OFFSET = int(os.environ.get("MS_PORT_OFFSET", "0"))
 SUBMISSION = 18587 + PORT_OFFSET
@@ -319,12 +319,7 @@ def test_port25_client_half_close_before_handover_is_relayed(proxy, legacy_stack
     s.sendall(b"EHLO halfclose.test\r\nNOOP\r\nQUIT\r\n")
     s.shutdown(socket.SHUT_WR)
     s.settimeout(30)
-    data = b""
-    while True:
-        chunk = s.recv(4096)
-        if not chunk:
-            break
-        data += chunk
+    data = recv_to_eof(s)
     s.close()
     codes = [line[:3] for line in data.split(b"\r\n") if line[3:4] == b" "]
     # the XCLIENT reply is the client's greeting, then EHLO, NOOP, QUIT
