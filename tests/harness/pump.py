@@ -116,8 +116,10 @@ class Pump:
                 k = max(1, min(len(view), rnd.choice((1, 7, 1500, 16384, 1 << 20))))
                 s.sendall(view[:k])
                 view = view[k:]
-        s.shutdown(socket.SHUT_WR)
+        # recorded before the FIN: the client asserts on this record as soon as the
+        # echo ends, and the FIN is what ends it
         self._record(port, received=n, sha256=h.hexdigest())
+        s.shutdown(socket.SHUT_WR)
 
     def _send(self, s, port, total, seed, reset):
         data = pattern(total, seed)
