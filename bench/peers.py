@@ -357,7 +357,10 @@ class HAProxy(Listening):
         os.chmod(pem, 0o600)
         b = BACKEND_HOST
         cfg = f"""global
-    maxconn 7800
+    # each session needs two descriptors, and by default haproxy reserves a
+    # splice pipe pair per four sessions on top; idle sessions hold no pipes
+    maxconn 9700
+    maxpipes 200
     nbthread {os.cpu_count()}
     ssl-default-bind-options ssl-min-ver TLSv1.3
 defaults
@@ -860,7 +863,7 @@ def main():
                     "ms-sockmap")
     ap.add_argument("--workloads", default="fetch,data,noop,logins,idle")
     ap.add_argument("--rate", type=int, default=200, help="offered load for CPU runs, MB/s")
-    ap.add_argument("--idle", type=int, default=7000, help="idle sessions (capped by fds)")
+    ap.add_argument("--idle", type=int, default=9000, help="idle sessions (capped by fds)")
     ap.add_argument("--out", default=os.path.join(TOP, "bench", "results"))
     a = ap.parse_args()
     if os.geteuid() != 0:

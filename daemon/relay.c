@@ -257,6 +257,21 @@ static void reset_seen(struct relay *r, struct leg *l)
 
 /* ---- userspace engine ---- */
 
+/* A read that found nothing still leaves the chunk reserved for it in the
+ * buffer (libevent keeps empty chains, even across evbuffer_drain), 32 KiB
+ * of address space per direction for as long as the session is idle: most of
+ * the memory of 10,000 idle sessions. An empty buffer is cheap to replace. */
+static void shed_empty_chain(struct dir *d)
+{
+	if (evbuffer_get_length(d->buf) > 0)
+		return;
+	struct evbuffer *fresh = evbuffer_new();
+	if (!fresh)
+		return; /* keep the old one: it still works */
+	evbuffer_free(d->buf);
+	d->buf = fresh;
+}
+
 /* Read from d->src into d->buf (bounded). Returns false if the relay finished. */
 static bool pull(struct dir *d)
 {
@@ -285,6 +300,7 @@ static bool pull(struct dir *d)
 				int e = SSL_get_error(l->ssl, ok);
 				v.iov_len = 0;
 				evbuffer_commit_space(buf, &v, 1);
+				shed_empty_chain(d);
 				l->readable = false;
 				if (e == SSL_ERROR_WANT_READ) {
 					l->read_wants_w = false;
@@ -318,6 +334,7 @@ static bool pull(struct dir *d)
 				int err = errno;
 				v.iov_len = 0;
 				evbuffer_commit_space(buf, &v, 1);
+				shed_empty_chain(d);
 				l->readable = false;
 				if (n == 0) {
 					l->eof = true;
