@@ -26,12 +26,11 @@
 #include "log.h"
 #include "sasl.h"
 #include "session.h"
+#include "smtp_reply.h"
 #include "util.h"
 
-#define MAX_BAD_COMMANDS  10
-#define CLIENT_LINE_MAX   (SASL_LINE_MAX + 64) /* RFC 4954 section 4: AUTH lines may be long */
-#define BACKEND_LINE_MAX  4096
-#define BACKEND_REPLY_MAX 64 /* lines in one multi-line reply */
+#define MAX_BAD_COMMANDS 10
+#define CLIENT_LINE_MAX  (SASL_LINE_MAX + 64) /* RFC 4954 section 4: AUTH lines may be long */
 
 enum client_state {
 	C_COMMAND,
@@ -61,6 +60,7 @@ struct smtp {
 	/* backend */
 	unsigned xclient_attrs;
 	bool error_answered;
+	struct smtp_reply parser;
 	struct evbuffer *reply; /* the backend's multi-line reply being read */
 };
 
@@ -320,44 +320,44 @@ static void submission_client_input(struct session *s)
 /* ---- backend replies ---- */
 
 /* Collect one complete (possibly multi-line) reply into m->reply. Returns
- * the code (> 0) when complete, 0 if more is needed, -1 on a bad reply. */
+ * the code (> 0) when complete, 0 if more is needed, -1 on a bad reply
+ * (the session is then broken, with what was wrong). */
 static int read_reply(struct session *s)
 {
 	struct smtp *m = st(s);
+	const char *error;
 
 	for (;;) {
-		long n = conn_line_len(&s->backend, BACKEND_LINE_MAX);
+		long n = conn_line_len(&s->backend, SMTP_REPLY_LINE_MAX);
 		if (n == 0)
 			return 0;
-		if (n < 4)
+		if (n < 0) {
+			session_backend_broken(s, "backend SMTP reply line too long");
 			return -1;
-		char head[4];
-		evbuffer_copyout(s->backend.in, head, 4);
-		if (!isdigit((unsigned char)head[0]) || !isdigit((unsigned char)head[1]) ||
-		    !isdigit((unsigned char)head[2]) ||
-		    (head[3] != ' ' && head[3] != '-' && head[3] != '\r' && head[3] != '\n'))
+		}
+		const char *line = (const char *)evbuffer_pullup(s->backend.in, n);
+		enum smtp_reply_status r = smtp_reply_line(&m->parser, line, (size_t)n, &error);
+		if (r == SMTP_REPLY_ERROR) {
+			char why[128];
+			snprintf(why, sizeof(why), "backend sent an invalid SMTP reply: %s", error);
+			session_backend_broken(s, why);
 			return -1;
+		}
 		evbuffer_remove_buffer(s->backend.in, m->reply, (size_t)n);
-		if (evbuffer_get_length(m->reply) > BACKEND_LINE_MAX * BACKEND_REPLY_MAX)
-			return -1;
-		if (head[3] != '-')
-			return (head[0] - '0') * 100 + (head[1] - '0') * 10 + (head[2] - '0');
+		if (r == SMTP_REPLY_DONE)
+			return m->parser.code;
 	}
 }
 
 static void learn_ehlo(struct smtp *m)
 {
 	size_t len = evbuffer_get_length(m->reply);
-	char *text = (char *)evbuffer_pullup(m->reply, (ev_ssize_t)len);
+	const char *text = (const char *)evbuffer_pullup(m->reply, (ev_ssize_t)len);
+	struct smtp_ehlo ehlo;
 
-	m->xclient_attrs = 0;
-	for (char *p = text; p < text + len;) {
-		char *nl = memchr(p, '\n', (size_t)(text + len - p));
-		size_t l = nl ? (size_t)(nl - p) : (size_t)(text + len - p);
-		if (l > 12 && strncasecmp(p + 4, "XCLIENT ", 8) == 0)
-			m->xclient_attrs = xclient_parse_attrs(p + 12, l - 12);
-		p += l + 1;
-	}
+	/* a reply read_reply accepted as 250 always parses */
+	smtp_ehlo_parse(text, len, &ehlo);
+	m->xclient_attrs = ehlo.xclient_attrs;
 }
 
 static void send_ehlo(struct session *s, const char *name, enum backend_state next)
@@ -527,12 +527,8 @@ static void smtp_backend_input(struct session *s)
 			return;
 		}
 		int code = read_reply(s);
-		if (code == 0)
+		if (code <= 0)
 			return;
-		if (code < 0) {
-			session_backend_broken(s, "backend sent an invalid SMTP reply");
-			return;
-		}
 		submission_step(s, code);
 		/* a verdict has moved the reply to the client; anything else
 		 * was for us */
@@ -545,6 +541,7 @@ static void smtp_backend_ready(struct session *s)
 {
 	struct smtp *m = st(s);
 	m->bs = B_GREETING;
+	smtp_reply_init(&m->parser);
 	evbuffer_drain(m->reply, evbuffer_get_length(m->reply));
 }
 
@@ -625,6 +622,7 @@ static void passthrough_backend_ready(struct session *s)
 {
 	struct smtp *m = st(s);
 
+	smtp_reply_init(&m->parser);
 	evbuffer_drain(m->reply, evbuffer_get_length(m->reply));
 	if (config_forwarding(s->d, PROTO_SMTP) != FORWARD_XCLIENT) {
 		/* PROXY header (if any) already sent: hand over at once */
@@ -641,12 +639,8 @@ static void passthrough_backend_input(struct session *s)
 
 	while (s->phase == PHASE_BACKEND && s->backend_open && !s->closing && !s->ending) {
 		int code = read_reply(s);
-		if (code == 0)
+		if (code <= 0)
 			return;
-		if (code < 0) {
-			session_backend_broken(s, "backend sent an invalid SMTP reply");
-			return;
-		}
 		if (m->bs == B_GREETING && code == 220) {
 			send_ehlo(s, s->cfg->hostname, B_EHLO);
 		} else if (m->bs == B_EHLO && code == 250) {
