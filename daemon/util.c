@@ -2,7 +2,6 @@
 #include "util.h"
 
 #include <arpa/inet.h>
-#include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -127,16 +126,31 @@ bool const_time_eq(const void *a, size_t alen, const void *b, size_t blen)
 	return diff == 0;
 }
 
+/* Decimal digits only, at most max: strtoul would also take leading
+ * blanks and a sign (" 25", "+25", "-0"), which no operator means. */
+static bool parse_decimal(const char *s, unsigned long max, unsigned long *out)
+{
+	unsigned long v = 0;
+
+	if (!*s)
+		return false;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9')
+			return false;
+		v = v * 10 + (unsigned long)(*s - '0');
+		if (v > max)
+			return false;
+	}
+	*out = v;
+	return true;
+}
+
+/* Port 0 would bind an ephemeral port or connect nowhere: never meant. */
 static bool parse_port(const char *s, uint16_t *port)
 {
-	char *end;
 	unsigned long v;
 
-	if (!*s || *s == '+' || *s == '-')
-		return false;
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno || *end || v > 65535)
+	if (!parse_decimal(s, 65535, &v) || v == 0)
 		return false;
 	*port = (uint16_t)v;
 	return true;
@@ -205,13 +219,7 @@ bool parse_cidr(const char *s, struct cidr *out)
 		return false;
 	}
 	if (slash) {
-		char *end;
-		unsigned long max = prefix;
-		if (!*slash || *slash == '+' || *slash == '-')
-			return false;
-		errno = 0;
-		prefix = strtoul(slash, &end, 10);
-		if (errno || *end || prefix > max)
+		if (!parse_decimal(slash, prefix, &prefix))
 			return false;
 	}
 	out->prefix = (unsigned)prefix;

@@ -250,6 +250,26 @@ static void test_smtp_not_starttls(void **state)
 	expect_error(29, "listener.smtp", "cannot be tls = \"starttls\"");
 }
 
+/* Rule: a listen port is 1 to 65535 in plain decimal digits; the error
+ * names the file, the line and the key. */
+static void test_bind_port_strict(void **state)
+{
+	static const char *const bad[] = {"127.0.0.1:0",  "127.0.0.1: 993",  "127.0.0.1:+993",
+	                                  "127.0.0.1:-1", "127.0.0.1:65536", "127.0.0.1:993x",
+	                                  "127.0.0.1:",   "[::1]:99999",     "[::1]:0x3e1"};
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char from[64], to[64];
+		snprintf(from, sizeof(from), "bind = [\"127.0.0.1:1143\"]");
+		snprintf(to, sizeof(to), "bind = [\"%s\"]", bad[i]);
+		assert_null(load(replaced(from, to), true));
+		expect_error(24, "listener.imap.bind", "is not ADDRESS:PORT");
+	}
+	struct config *c = load(replaced("127.0.0.1:1143", "[::1]:65535"), true);
+	assert_non_null(c);
+	config_free(c);
+}
+
 /* Rule: a TLS leg to an IP address needs tls_server_name. */
 static void test_ip_needs_server_name(void **state)
 {
@@ -400,6 +420,7 @@ int main(void)
 	        cmocka_unit_test(test_default_destination_protocols),
 	        cmocka_unit_test(test_smtp_needs_passthrough),
 	        cmocka_unit_test(test_smtp_not_starttls),
+	        cmocka_unit_test(test_bind_port_strict),
 	        cmocka_unit_test(test_ip_needs_server_name),
 	        cmocka_unit_test(test_plaintext_needs_allow),
 	        cmocka_unit_test(test_admin_tls_implicit),
