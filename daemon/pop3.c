@@ -53,7 +53,8 @@ struct pop3 {
 	bool via_sasl;
 	struct sasl_exchange sasl;
 	/* backend */
-	bool has_sasl_plain, has_user, caps_known;
+	struct pop3_capa capa; /* the backend's CAPA list */
+	bool caps_known;
 	bool greeting_xclient;  /* Dovecot trusts us: "[XCLIENT]" in its greeting */
 	char *pending_response; /* AUTH response waiting for "+ " */
 	bool error_answered;
@@ -161,7 +162,8 @@ static void start_login(struct session *s, const char *user)
 
 	m->cs = C_WAITING;
 	m->bs = B_GREETING;
-	m->caps_known = m->has_sasl_plain = m->has_user = false;
+	m->caps_known = false;
+	memset(&m->capa, 0, sizeof(m->capa));
 	m->error_answered = false;
 	session_login(s, user);
 }
@@ -357,7 +359,7 @@ static void send_login(struct session *s)
 	struct pop3 *m = st(s);
 	const char *user = session_replay_user(s);
 
-	if (m->via_sasl || m->has_sasl_plain || !m->has_user) {
+	if (m->via_sasl || m->capa.sasl_plain || !m->capa.user) {
 		struct sasl_creds plain = {
 		        .mech = SASL_PLAIN, .username = m->user, .secret = m->password};
 		const struct sasl_creds *creds = m->via_sasl ? &m->sasl.creds : &plain;
@@ -407,27 +409,17 @@ static void backend_line(struct session *s, const char *line, size_t len)
 	enum pop3_status status;
 
 	if (m->bs == B_CAPA_LINES) {
-		size_t l = len;
-		while (l && (line[l - 1] == '\n' || line[l - 1] == '\r'))
-			l--;
-		if (l == 1 && line[0] == '.') {
+		switch (pop3_capa_line(line, len, &m->capa)) {
+		case POP3_CAPA_MORE:
+			return;
+		case POP3_CAPA_END:
 			m->caps_known = true;
 			after_capabilities(s);
 			return;
+		case POP3_CAPA_TOO_MANY:
+			session_backend_broken(s, "backend CAPA list too long");
+			return;
 		}
-		if (l >= 5 && strncasecmp(line, "SASL ", 5) == 0) {
-			for (const char *p = line + 4; p < line + l;) {
-				while (p < line + l && *p == ' ')
-					p++;
-				const char *w = p;
-				while (p < line + l && *p != ' ')
-					p++;
-				if (p - w == 5 && strncasecmp(w, "PLAIN", 5) == 0)
-					m->has_sasl_plain = true;
-			}
-		}
-		if (l == 4 && strncasecmp(line, "USER", 4) == 0)
-			m->has_user = true;
 		return;
 	}
 	status = pop3_parse_status(line, len, &text);
@@ -441,7 +433,8 @@ static void backend_line(struct session *s, const char *line, size_t len)
 			session_backend_broken(s, "backend greeting is not +OK");
 			return;
 		}
-		m->greeting_xclient = strstr(text, "[XCLIENT]") != NULL;
+		m->greeting_xclient =
+		        pop3_has_resp_code(text, (size_t)(line + len - text), "XCLIENT");
 		if (s->ep->tls == TLS_MODE_STARTTLS && !s->backend_tls) {
 			m->bs = B_STLS;
 			session_backend_printf(s, "STLS\r\n");
@@ -460,7 +453,7 @@ static void backend_line(struct session *s, const char *line, size_t len)
 	case B_CAPA:
 		if (status != POP3_OK) {
 			/* no CAPA: assume RFC 1939 USER/PASS */
-			m->has_user = true;
+			m->capa.user = true;
 			after_capabilities(s);
 			return;
 		}
@@ -516,8 +509,7 @@ static void pop3_backend_input(struct session *s)
 			session_backend_broken(s, "backend response line too long");
 			return;
 		}
-		/* NUL-terminated as well: the reply text is searched with
-		 * string functions ([XCLIENT] in the greeting) */
+		/* a copy: answering may write to the backend buffers */
 		char *line = malloc((size_t)n + 1);
 		if (!line) {
 			session_backend_broken(s, "out of memory");
@@ -539,7 +531,8 @@ static void pop3_backend_tls_done(struct session *s)
 {
 	struct pop3 *m = st(s);
 	/* RFC 2595 section 4: forget what was learnt before TLS */
-	m->has_sasl_plain = m->has_user = m->caps_known = false;
+	m->caps_known = false;
+	memset(&m->capa, 0, sizeof(m->capa));
 	m->bs = B_CAPA;
 	session_backend_printf(s, "CAPA\r\n");
 }

@@ -5,6 +5,7 @@
 
 #include <ctype.h>
 #include <string.h>
+#include <strings.h>
 
 const char *pop3_parse_command(char *line, struct pop3_command *cmd)
 {
@@ -69,4 +70,59 @@ enum pop3_status pop3_parse_status(const char *line, size_t len, const char **te
 		return POP3_CONTINUATION;
 	}
 	return POP3_INVALID;
+}
+
+bool pop3_has_resp_code(const char *text, size_t len, const char *code)
+{
+	size_t n = strlen(code);
+
+	if (len < n + 2 || text[0] != '[' || strncasecmp(text + 1, code, n) != 0)
+		return false;
+	return text[n + 1] == ']' || text[n + 1] == '/';
+}
+
+static size_t without_eol(const char *line, size_t len)
+{
+	while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+		len--;
+	return len;
+}
+
+/* the capability's keyword, then either the end or a space */
+static bool capa_is(const char *p, size_t n, const char *kw, size_t *args)
+{
+	size_t kl = strlen(kw);
+
+	if (n < kl || strncasecmp(p, kw, kl) != 0 || (n > kl && p[kl] != ' '))
+		return false;
+	*args = n > kl ? kl + 1 : kl;
+	return true;
+}
+
+enum pop3_capa_status pop3_capa_line(const char *line, size_t len, struct pop3_capa *capa)
+{
+	size_t n = without_eol(line, len), args;
+
+	if (n == 1 && line[0] == '.')
+		return POP3_CAPA_END;
+	if (n && line[0] == '.') {
+		line++;
+		n--;
+	}
+	if (++capa->lines > POP3_CAPA_LINES_MAX)
+		return POP3_CAPA_TOO_MANY;
+	if (capa_is(line, n, "USER", &args)) {
+		capa->user = true;
+	} else if (capa_is(line, n, "SASL", &args)) {
+		for (size_t i = args; i < n;) {
+			while (i < n && line[i] == ' ')
+				i++;
+			size_t w = i;
+			while (i < n && line[i] != ' ')
+				i++;
+			if (i - w == 5 && strncasecmp(line + w, "PLAIN", 5) == 0)
+				capa->sasl_plain = true;
+		}
+	}
+	return POP3_CAPA_MORE;
 }

@@ -21,6 +21,7 @@
 #include "log.h"
 #include "sasl.h"
 #include "session.h"
+#include "sieve_parse.h"
 #include "util.h"
 
 #define MAX_BAD_COMMANDS 10
@@ -360,13 +361,6 @@ static void after_caps(struct session *s)
 	send_auth(s);
 }
 
-static bool starts(const char *line, size_t len, const char *word)
-{
-	size_t n = strlen(word);
-	return len >= n && strncasecmp(line, word, n) == 0 &&
-	       (len == n || line[n] == ' ' || line[n] == '\r' || line[n] == '\n');
-}
-
 static void verdict(struct session *s, bool ok, const char *line, size_t len)
 {
 	struct sieve *m = st(s);
@@ -393,8 +387,9 @@ static void verdict(struct session *s, bool ok, const char *line, size_t len)
 static void backend_line(struct session *s, const char *line, size_t len)
 {
 	struct sieve *m = st(s);
-	bool ok = starts(line, len, "OK"), no = starts(line, len, "NO"),
-	     bye = starts(line, len, "BYE");
+	enum sieve_resp resp = sieve_parse_response(line, len);
+	bool ok = resp == SIEVE_RESP_OK, no = resp == SIEVE_RESP_NO, bye = resp == SIEVE_RESP_BYE;
+	char capability[SIEVE_CAPABILITY_NAME_MAX];
 
 	switch (m->bs) {
 	case B_CAPS:
@@ -402,7 +397,8 @@ static void backend_line(struct session *s, const char *line, size_t len)
 			after_caps(s);
 		} else if (no || bye) {
 			session_backend_broken(s, "backend refused the connection");
-		} else if (starts(line, len, "\"XCLIENT\"")) {
+		} else if (sieve_parse_capability(line, len, capability) &&
+		           strcasecmp(capability, "XCLIENT") == 0) {
 			m->backend_xclient = true;
 		}
 		return;
@@ -449,8 +445,7 @@ static void sieve_backend_input(struct session *s)
 			session_backend_broken(s, "backend response line too long");
 			return;
 		}
-		/* NUL-terminated as well: the reply text is searched with
-		 * string functions ([XCLIENT] in the greeting) */
+		/* a copy: answering may write to the backend buffers */
 		char *line = malloc((size_t)n + 1);
 		if (!line) {
 			session_backend_broken(s, "out of memory");

@@ -32,4 +32,32 @@ enum pop3_status {
 /* Classify a response line; *text points after the status word. */
 enum pop3_status pop3_parse_status(const char *line, size_t len, const char **text);
 
+/* Does the text after a status word start with the extended response code
+ * [code] (RFC 2449 section 8: "[" resp-code "]" right after the status,
+ * hierarchical codes as "[code/...]")? Case-insensitive. */
+bool pop3_has_resp_code(const char *text, size_t len, const char *code);
+
+/* What a server lists in its CAPA response (RFC 2449 section 5). */
+struct pop3_capa {
+	bool user;       /* section 6.8: USER/PASS is allowed */
+	bool sasl_plain; /* section 6.3: "SASL" followed by mechanisms, PLAIN among them */
+	unsigned lines;  /* capability lines read so far */
+};
+
+enum pop3_capa_status {
+	POP3_CAPA_MORE, /* a capability line: feed the next */
+	POP3_CAPA_END,  /* the terminating "." */
+	POP3_CAPA_TOO_MANY,
+};
+
+#define POP3_CAPA_LINES_MAX 256
+
+/*
+ * Feed one line of the multi-line CAPA response that follows its +OK
+ * (len bytes, CRLF or LF included or not). A line starting with "." other
+ * than the terminator is dot-stuffed (RFC 1939 section 3) and read without
+ * its first dot. Capabilities this proxy does not use are skipped.
+ */
+enum pop3_capa_status pop3_capa_line(const char *line, size_t len, struct pop3_capa *capa);
+
 #endif

@@ -70,6 +70,79 @@ static void test_status(void **state)
 	assert_int_equal(pop3_parse_status("* OK\r\n", 6, &t), POP3_INVALID);
 }
 
+/* RFC 2449 section 8: an extended response code in brackets right after the
+ * status word; Dovecot's "[XCLIENT]" greeting says it trusts the proxy */
+static void test_rfc2449_8_resp_code(void **state)
+{
+	const char *g = "+OK [XCLIENT] Dovecot (Debian) ready.\r\n", *text;
+
+	assert_int_equal(pop3_parse_status(g, strlen(g), &text), POP3_OK);
+	assert_true(pop3_has_resp_code(text, strlen(text), "XCLIENT"));
+	assert_true(pop3_has_resp_code("[xclient]", 9, "XCLIENT"));
+	assert_true(pop3_has_resp_code("[SYS/TEMP] busy", 15, "SYS"));
+	/* only right after the status word, and the whole code */
+	assert_false(pop3_has_resp_code("Dovecot [XCLIENT] ready", 23, "XCLIENT"));
+	assert_false(pop3_has_resp_code("[XCLIENTS] ready", 16, "XCLIENT"));
+	assert_false(pop3_has_resp_code("[XCLIENT", 8, "XCLIENT"));
+	assert_false(pop3_has_resp_code("", 0, "XCLIENT"));
+}
+
+static enum pop3_capa_status capa(struct pop3_capa *c, const char *line)
+{
+	return pop3_capa_line(line, strlen(line), c);
+}
+
+/* RFC 2449 section 5: CAPA lists one capability per line, ends with "." */
+static void test_rfc2449_5_capa(void **state)
+{
+	struct pop3_capa c;
+
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(capa(&c, "CAPA\r\n"), POP3_CAPA_MORE);
+	assert_int_equal(capa(&c, "TOP\r\n"), POP3_CAPA_MORE);
+	assert_int_equal(capa(&c, "UIDL\r\n"), POP3_CAPA_MORE);
+	assert_int_equal(capa(&c, "RESP-CODES\r\n"), POP3_CAPA_MORE);
+	assert_int_equal(capa(&c, "AUTH-RESP-CODE\r\n"), POP3_CAPA_MORE);
+	assert_int_equal(capa(&c, "PIPELINING\r\n"), POP3_CAPA_MORE);
+	assert_int_equal(capa(&c, "STLS\r\n"), POP3_CAPA_MORE);
+	assert_false(c.user || c.sasl_plain);
+	/* section 6.3: SASL and its mechanisms; section 6.8: USER */
+	assert_int_equal(capa(&c, "SASL XOAUTH2 plain OAUTHBEARER\r\n"), POP3_CAPA_MORE);
+	assert_int_equal(capa(&c, "user\n"), POP3_CAPA_MORE);
+	assert_true(c.sasl_plain && c.user);
+	assert_int_equal(capa(&c, ".\r\n"), POP3_CAPA_END);
+	assert_int_equal(c.lines, 9);
+}
+
+static void test_rfc2449_5_capa_lookalikes(void **state)
+{
+	struct pop3_capa c;
+
+	memset(&c, 0, sizeof(c));
+	/* a keyword must match whole; PLAIN must be a whole mechanism */
+	assert_int_equal(capa(&c, "USERS\r\n"), POP3_CAPA_MORE);
+	assert_int_equal(capa(&c, "SASLX PLAIN\r\n"), POP3_CAPA_MORE);
+	assert_int_equal(capa(&c, "SASL PLAINX XPLAIN\r\n"), POP3_CAPA_MORE);
+	assert_int_equal(capa(&c, "X-SASL PLAIN\r\n"), POP3_CAPA_MORE);
+	assert_false(c.user || c.sasl_plain);
+	/* RFC 1939 section 3: a dot-stuffed line is not the terminator */
+	assert_int_equal(capa(&c, "..\r\n"), POP3_CAPA_MORE);
+	assert_int_equal(capa(&c, ".USER\r\n"), POP3_CAPA_MORE);
+	assert_true(c.user);
+	assert_int_equal(capa(&c, "."), POP3_CAPA_END);
+}
+
+/* a backend that never ends its list cannot hold the login forever */
+static void test_capa_bounded(void **state)
+{
+	struct pop3_capa c;
+
+	memset(&c, 0, sizeof(c));
+	for (unsigned i = 0; i < POP3_CAPA_LINES_MAX; i++)
+		assert_int_equal(capa(&c, "X-JUNK\r\n"), POP3_CAPA_MORE);
+	assert_int_equal(capa(&c, "X-JUNK\r\n"), POP3_CAPA_TOO_MANY);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -78,6 +151,10 @@ int main(void)
 	        cmocka_unit_test(test_auth_initial_response),
 	        cmocka_unit_test(test_invalid),
 	        cmocka_unit_test(test_status),
+	        cmocka_unit_test(test_rfc2449_8_resp_code),
+	        cmocka_unit_test(test_rfc2449_5_capa),
+	        cmocka_unit_test(test_rfc2449_5_capa_lookalikes),
+	        cmocka_unit_test(test_capa_bounded),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
