@@ -14,7 +14,6 @@
  * hand over before reading the backend's second greeting, which the client
  * then receives as its own.
  */
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +25,7 @@
 #include "log.h"
 #include "sasl.h"
 #include "session.h"
+#include "smtp_command.h"
 #include "smtp_reply.h"
 #include "util.h"
 
@@ -55,7 +55,7 @@ struct smtp {
 	unsigned bad_commands;
 	bool skip_line;
 	bool ehlo_seen, esmtp;
-	char helo[256];
+	char helo[SMTP_HELO_MAX + 1];
 	struct sasl_exchange sasl;
 	/* backend */
 	unsigned xclient_attrs;
@@ -175,43 +175,41 @@ static void sasl_result(struct session *s, enum sasl_status r, const char *chall
 	session_login(s, m->sasl.creds.username);
 }
 
-static bool verb_is(const char *line, const char *verb, const char **rest)
-{
-	size_t n = strlen(verb);
-	if (strncasecmp(line, verb, n) != 0 || (line[n] && line[n] != ' '))
-		return false;
-	*rest = line[n] ? line + n + 1 : line + n;
-	return true;
-}
-
-static void dispatch(struct session *s, char *line)
+static void dispatch(struct session *s, const char *line, size_t len)
 {
 	struct smtp *m = st(s);
-	const char *arg, *challenge = NULL, *error = NULL;
+	struct smtp_command cmd;
+	const char *challenge = NULL, *error = NULL;
+	const char *bad = smtp_parse_command(line, len, &cmd);
 
-	if (verb_is(line, "EHLO", &arg) || verb_is(line, "HELO", &arg)) {
-		if (!*arg || strlen(arg) >= sizeof(m->helo) || strpbrk(arg, " \t")) {
-			bad_command(s, "501 5.5.4 Syntax: EHLO hostname");
-			return;
-		}
-		str_copy(m->helo, arg, sizeof(m->helo));
+	if (bad) {
+		bad_command(s, bad);
+		return;
+	}
+	switch (cmd.verb) {
+	case SMTP_EHLO:
+	case SMTP_HELO:
+		memcpy(m->helo, cmd.arg, cmd.arg_len);
+		m->helo[cmd.arg_len] = '\0';
 		m->ehlo_seen = true;
-		m->esmtp = toupper((unsigned char)line[0]) == 'E';
+		m->esmtp = cmd.verb == SMTP_EHLO;
 		if (m->esmtp)
 			reply_ehlo(s);
 		else
 			session_reply(s, "250 %s\r\n", s->cfg->hostname);
-	} else if (verb_is(line, "STARTTLS", &arg)) {
-		if (session_client_secure(s) || s->ls->tls != TLS_MODE_STARTTLS || *arg) {
+		return;
+	case SMTP_STARTTLS:
+		if (session_client_secure(s) || s->ls->tls != TLS_MODE_STARTTLS) {
 			bad_command(s, "454 4.7.0 TLS not available");
-		} else {
-			session_reply(s, "220 2.0.0 Ready to start TLS\r\n");
-			/* RFC 3207 section 4.2: forget everything from before */
-			m->ehlo_seen = false;
-			m->helo[0] = '\0';
-			session_client_starttls(s);
+			return;
 		}
-	} else if (verb_is(line, "AUTH", &arg)) {
+		session_reply(s, "220 2.0.0 Ready to start TLS\r\n");
+		/* RFC 3207 section 4.2: forget everything from before */
+		m->ehlo_seen = false;
+		m->helo[0] = '\0';
+		session_client_starttls(s);
+		return;
+	case SMTP_AUTH: {
 		if (!m->ehlo_seen || !m->esmtp) {
 			bad_command(s, "503 5.5.1 EHLO first");
 			return;
@@ -222,38 +220,32 @@ static void dispatch(struct session *s, char *line)
 			              "mechanism\r\n");
 			return;
 		}
-		char mech_name[32];
-		const char *sp = strchr(arg, ' ');
-		size_t ml = sp ? (size_t)(sp - arg) : strlen(arg);
-		if (ml == 0 || ml >= sizeof(mech_name)) {
-			bad_command(s, "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
-			return;
-		}
-		memcpy(mech_name, arg, ml);
-		mech_name[ml] = '\0';
-		enum sasl_mech mech = sasl_mech_parse(mech_name, ml);
+		enum sasl_mech mech = sasl_mech_parse(cmd.mech, strlen(cmd.mech));
 		if (mech == SASL_NONE) {
 			session_reply(s, "504 5.5.4 Unrecognized authentication type\r\n");
 			return;
 		}
 		sasl_exchange_clear(&m->sasl);
-		const char *ir = sp ? sp + 1 : NULL;
-		enum sasl_status r = sasl_start(&m->sasl, mech, s->cfg->jwt_username_claim, ir,
-		                                ir ? strlen(ir) : 0, &challenge, &error);
+		enum sasl_status r = sasl_start(&m->sasl, mech, s->cfg->jwt_username_claim,
+		                                cmd.initial, cmd.initial_len, &challenge, &error);
 		sasl_result(s, r, challenge, error);
-	} else if (verb_is(line, "NOOP", &arg)) {
+		return;
+	}
+	case SMTP_NOOP:
+	case SMTP_RSET:
 		session_reply(s, "250 2.0.0 OK\r\n");
-	} else if (verb_is(line, "RSET", &arg)) {
-		session_reply(s, "250 2.0.0 OK\r\n");
-	} else if (verb_is(line, "QUIT", &arg)) {
+		return;
+	case SMTP_QUIT:
 		session_reply(s, "221 2.0.0 Bye\r\n");
 		m->cs = C_DONE;
 		session_close(s, "quit");
-	} else if (verb_is(line, "MAIL", &arg) || verb_is(line, "RCPT", &arg) ||
-	           verb_is(line, "DATA", &arg) || verb_is(line, "BDAT", &arg)) {
+		return;
+	case SMTP_MAIL:
+	case SMTP_RCPT:
+	case SMTP_DATA:
+	case SMTP_BDAT:
 		bad_command(s, "530 5.7.0 Authentication required");
-	} else {
-		bad_command(s, "502 5.5.2 Error: command not recognized");
+		return;
 	}
 }
 
@@ -295,7 +287,7 @@ static void submission_client_input(struct session *s)
 		while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
 			len--;
 		line[len] = '\0';
-		if (memchr(line, '\0', len)) {
+		if (m->cs == C_AUTH_CONT && memchr(line, '\0', len)) {
 			bad_command(s, "500 5.5.2 NUL in command");
 		} else if (m->cs == C_AUTH_CONT) {
 			const char *challenge = NULL, *error = NULL;
@@ -308,7 +300,7 @@ static void submission_client_input(struct session *s)
 				            challenge, error);
 			}
 		} else {
-			dispatch(s, line);
+			dispatch(s, line, len);
 		}
 		OPENSSL_cleanse(line, (size_t)n);
 		free(line);
