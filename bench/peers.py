@@ -35,7 +35,7 @@ ratios to the best non-mailsplice peer and to direct; written with the machine a
 kernel description to bench/results/peers-<time>/, with a PNG chart per workload
 (gnuplot).
 
-    make bench-peers                 (the whole run, about 15 minutes)
+    make bench-peers                 (the whole run, about 30 minutes on 2 CPUs)
     bench/peers.py --quick           (a smoke test: small sizes, one run each)
     bench/peers.py --peers direct,nginx,ms-splice --workloads fetch,noop
 """
@@ -96,6 +96,50 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 def slab_kib():
     with open("/proc/meminfo") as f:
         return {l.split(":")[0]: int(l.split()[1]) for l in f}["Slab"]
+
+
+def group_members(pgid):
+    """Processes left in process group pgid (peers run in a session of their own)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                if int(fields[2]) == pgid and fields[0] != "Z":
+                    out.append(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
+def stop_group(pgid, grace=10):
+    """SIGTERM whatever is left of the group, SIGKILL after grace seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if not group_members(pgid):
+            return
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and group_members(pgid):
+            time.sleep(0.1)
+
+
+def wait_backend_quiet(shared, name, limit=180):
+    """Wait until the backend serves no connection left over from the last peer, so the
+    next peer starts on an idle backend (a thread per connection: thousands of closing
+    sessions would starve the next peer's first login)."""
+    t0 = time.monotonic()
+    while shared.open.value > 0 and time.monotonic() - t0 < limit:
+        time.sleep(0.2)
+    left, waited = shared.open.value, time.monotonic() - t0
+    if left > 0:
+        print(f"  backend: {left} connections still open {waited:.0f} s after {name} "
+              "stopped", flush=True)
+    elif waited > 1:
+        print(f"  backend: quiet {waited:.0f} s after {name} stopped", flush=True)
 
 
 def process_tree(root):
@@ -324,6 +368,10 @@ class Peer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        if self.proc:
+            # the master is gone, its children not always: Dovecot's login processes
+            # keep proxying thousands of idle sessions for a while after it
+            stop_group(self.proc.pid)
         self.proc = None
         if self.log:
             self.log.close()
@@ -967,6 +1015,7 @@ def main():
                 print(f"  {peer.name}: stopped by {type(e).__name__}: {e}", flush=True)
             finally:
                 peer.stop()
+                wait_backend_quiet(shared, peer.name)
     finally:
         backend.terminate()
         backend.join(5)

@@ -43,6 +43,7 @@ class Shared:
         self.rate = ctx.Value("q", 0)  # bytes/s for FETCH; 0 = as fast as possible
         self.msg_size = ctx.Value("q", 32 << 20)
         self.received = ctx.Value("q", 0)  # DATA bytes received since start
+        self.open = ctx.Value("q", 0)  # connections being served now
 
 
 class Conn:
@@ -284,6 +285,8 @@ def serve(shared, host, base, cert, key, ready):
         # session ticket or a second reply line for the client's delayed ACK
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         c = Conn(sock)
+        with shared.open.get_lock():
+            shared.open.value += 1
         try:
             if off == IMAPS:
                 c.s = tls.wrap_socket(sock, server_side=True)
@@ -298,6 +301,8 @@ def serve(shared, host, base, cert, key, ready):
         except (OSError, EOFError, ValueError):
             pass
         finally:
+            with shared.open.get_lock():
+                shared.open.value -= 1
             try:
                 c.s.close()
             except OSError:
