@@ -35,7 +35,7 @@ ratios to the best non-mailsplice peer and to direct; written with the machine a
 kernel description to bench/results/peers-<time>/, with a PNG chart per workload
 (gnuplot).
 
-    make bench-peers                 (the whole run, about 30 minutes on 2 CPUs)
+    make bench-peers                 (the whole run, about 25 minutes on 2 CPUs)
     bench/peers.py --quick           (a smoke test: small sizes, one run each)
     bench/peers.py --peers direct,nginx,ms-splice --workloads fetch,noop
 """
