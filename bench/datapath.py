@@ -291,10 +291,18 @@ def main():
     results = {}
 
     def measure(name, target, proxy=None):
-        r = {}
-        r["cpu"] = cpu_per_gib(target, big, rate)
-        r["thr"] = statistics.median(flow / pull(target, flow, 0) / MIB for _ in range(runs))
-        r["rtt"] = rtt(target, pings)
+        r = {"cpu": None, "thr": None, "rtt": None, "error": None}
+        try:
+            r["cpu"] = cpu_per_gib(target, big, rate)
+            r["thr"] = statistics.median(flow / pull(target, flow, 0) / MIB
+                                         for _ in range(runs))
+            r["rtt"] = rtt(target, pings)
+        except RuntimeError as e:
+            # a path that loses or duplicates bytes (sockmap on some kernels, see
+            # docs/datapath.md) is a finding to print, not a reason to lose the others
+            r["error"] = str(e)
+            print(f"  {name}: NOT BYTE-EXACT: {e}; its remaining figures are not measured",
+                  flush=True)
         try:
             r["idle"] = idle_sessions(proxy, target, idle_n, backend) if proxy else None
         except OSError as e:  # out of descriptors or ports: report, keep the other numbers
@@ -331,22 +339,29 @@ def main():
     print("| path | fwd CPU-s/GiB | vs userspace | MiB/s (median) | vs direct | vs userspace "
           "| rtt p50/p99/p99.9 µs | p50 vs direct | RSS B/session | slab B/session |")
     print("|---|---|---|---|---|---|---|---|---|---|")
+    errors = []
     for name, r in results.items():
-        fwd = None if name == "direct" else r["cpu"] - d["cpu"]
-        ufwd = u["cpu"] - d["cpu"] if u else None
+        if r["error"]:
+            errors.append(f"{name}: {r['error']}")
+        fwd = None if name == "direct" or r["cpu"] is None else r["cpu"] - d["cpu"]
+        ufwd = u["cpu"] - d["cpu"] if u and u["cpu"] is not None else None
+        thr, rt = r["thr"], r["rtt"]
         cells = [
-            name,
-            "0 (reference: %.2f total)" % d["cpu"] if fwd is None else "%.2f" % fwd,
+            name + (" (wrong bytes)" if r["error"] else ""),
+            "0 (reference: %.2f total)" % d["cpu"] if name == "direct"
+            else "%.2f" % fwd if fwd is not None else "-",
             "%.2f" % (fwd / ufwd) if fwd is not None and ufwd else "-",
-            "%.0f" % r["thr"],
-            "%.2f" % (r["thr"] / d["thr"]),
-            "%.2f" % (r["thr"] / u["thr"]) if u else "-",
-            "%.0f / %.0f / %.0f" % r["rtt"],
-            "%.2f" % (r["rtt"][0] / d["rtt"][0]),
+            "%.0f" % thr if thr else "-",
+            "%.2f" % (thr / d["thr"]) if thr else "-",
+            "%.2f" % (thr / u["thr"]) if thr and u and u["thr"] else "-",
+            "%.0f / %.0f / %.0f" % rt if rt else "-",
+            "%.2f" % (rt[0] / d["rtt"][0]) if rt else "-",
             "%.0f" % r["idle"][0] if r["idle"] else "-",
             "%.0f" % r["idle"][1] if r["idle"] else "-",
         ]
         print("| " + " | ".join(cells) + " |")
+    for e in errors:
+        print(f"\nnot byte-exact: {e}")
 
 
 if __name__ == "__main__":
