@@ -117,8 +117,12 @@ class SmtpFrom(smtplib.SMTP):
 
 
 class SmtpsFrom(smtplib.SMTP_SSL):
+    """SMTPS from the test client address, or from source_address when given (tests
+    that fail logins use an address of their own: Dovecot delays failures per address)."""
+
     def _get_socket(self, host, port, timeout):
-        sock = connect(port, host=host, timeout=timeout)
+        source = self.source_address[0] if self.source_address else CLIENT_ADDR
+        sock = connect(port, host=host, source=source, timeout=timeout)
         return self.context.wrap_socket(sock, server_hostname="mail.proxy.test")
 
 
@@ -180,6 +184,24 @@ def test_auth_forms_and_failures(proxy):
     code, _ = s.docmd("AUTH", "PLAIN " + base64.b64encode(b"\0erin@example.org\0x").decode())
     assert code == 454
     s.close()
+
+
+def test_auth_failures_beyond_max_auth_attempts_close(proxy):
+    """RFC 4954 section 4 leaves a limit on failed AUTH to the server: after
+    max_auth_attempts (3 by default) refusals from the backend the proxy answers 421 and
+    closes (RFC 5321 section 3.8). From an address of its own: Dovecot's auth delays
+    failures per client address, and the other tests' address must not be slowed."""
+    s = SmtpsFrom(PROXY_ADDR, SUBMISSIONS, context=ctx(proxy), local_hostname="client.test",
+                  source_address=("127.0.0.13", 0))
+    s.ehlo()
+    bad = "PLAIN " + base64.b64encode(b"\0alice@example.org\0wrong").decode()
+    for _ in range(3):
+        code, _ = s.docmd("AUTH", bad)
+        assert code == 535
+    code, text = s.getreply()
+    assert code == 421, text
+    s.close()
+    proxy.wait_log(r"event=session .*proto=submission.*auth_failures=3 .*end=\"?too many")
 
 
 def test_starttls_required_and_injection(proxy):
