@@ -32,6 +32,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchlib import busy_jiffies, send_paced  # noqa: E402
 from tests.harness.proxy import CLIENT_ADDR, PROXY_ADDR, Proxy  # noqa: E402
 
 BACKEND = ("127.0.0.7", 29025)
@@ -86,7 +87,7 @@ class Backend:
                 line += self._exact(s, 1)
             w = line.split()
             if w[0] == b"SRC":
-                send_paced(s, int(w[1]), int(w[2]))
+                send_paced(s.sendall, CHUNK, int(w[1]), int(w[2]))
                 s.shutdown(socket.SHUT_WR)
                 while s.recv(65536):
                     pass
@@ -105,26 +106,6 @@ class Backend:
         except (OSError, EOFError):
             pass
         s.close()
-
-
-def send_paced(s, n, rate):
-    view = memoryview(CHUNK)
-    t0 = time.monotonic()
-    sent = 0
-    while sent < n:
-        k = min(len(view), n - sent)
-        s.sendall(view[:k])
-        sent += k
-        if rate:
-            ahead = sent / rate - (time.monotonic() - t0)
-            if ahead > 0:
-                time.sleep(ahead)
-
-
-def busy_jiffies():
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return sum(v) - v[3] - v[4]  # everything but idle and iowait
 
 
 IP_BIND_ADDRESS_NO_PORT = 24  # linux/in.h

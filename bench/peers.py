@@ -60,6 +60,7 @@ TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, TOP)
 sys.path.insert(0, os.path.join(TOP, "bench"))
 import peers_backend as pb  # noqa: E402
+from benchlib import busy_jiffies, send_paced  # noqa: E402
 from tests.harness.pki import Pki  # noqa: E402
 from tests.harness.proxy import CLIENT_ADDR, PROXY_ADDR, Proxy  # noqa: E402
 
@@ -80,14 +81,6 @@ CLIENT_TLS.verify_mode = ssl.CERT_NONE  # what is measured
 
 
 # ---------------------------------------------------------------- machine readings
-
-def busy_jiffies():
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    # everything but idle, iowait and nice: background jobs on a shared machine
-    # (a fuzzer at nice 19, say) stay out of the figure; the benchmark runs at nice 0
-    return sum(v) - v[1] - v[3] - v[4]
-
 
 HZ = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -196,24 +189,12 @@ def connect(target, tls=False, timeout=60):
     return CLIENT_TLS.wrap_socket(s) if tls else s
 
 
-class Lines:
-    """A line reader over a socket that can also swallow n bytes without keeping them."""
+class Lines(pb.Conn):
+    """The backend's line reader, and it can swallow n bytes without keeping them."""
 
     def __init__(self, s):
-        self.s = s
-        self.buf = b""
+        super().__init__(s)
         self.sink = bytearray(MIB)
-
-    def line(self):
-        while True:
-            i = self.buf.find(b"\n")
-            if i >= 0:
-                out, self.buf = self.buf[: i + 1], self.buf[i + 1:]
-                return out
-            d = self.s.recv(65536)
-            if not d:
-                raise EOFError("connection closed; had " + repr(self.buf[-200:]))
-            self.buf += d
 
     def swallow(self, n):
         k = min(n, len(self.buf))
@@ -297,19 +278,9 @@ class Smtp(Lines):
         self.send_expect(b"MAIL FROM:<sender@example.net>", b"250")
         self.send_expect(b"RCPT TO:<%s>" % USER, b"250")
         self.send_expect(b"DATA", b"354")
-        view = memoryview(SMTP_CHUNK)
-        t0 = time.monotonic()
-        sent = 0
-        while sent < size:
-            k = min(len(view), size - sent)
-            self.s.sendall(view[:k])
-            sent += k
-            if rate:
-                ahead = sent / rate - (time.monotonic() - t0)
-                if ahead > 0:
-                    time.sleep(ahead)
+        last = send_paced(self.s.sendall, SMTP_CHUNK, size, rate)
         # the body ends with CRLF before the terminating dot (RFC 5321 section 4.1.1.4)
-        ends_line = bytes(view[:k][-2:]) == b"\r\n"
+        ends_line = bytes(last[-2:]) == b"\r\n"
         self.send_expect(b"." if ends_line else b"\r\n.", b"250")
 
     def close(self):

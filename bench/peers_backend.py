@@ -28,6 +28,8 @@ import struct
 import threading
 import time
 
+from benchlib import send_paced
+
 CHUNK = bytes(range(256)) * 4096  # 1 MiB of a pattern without CRLF-dot sequences
 LINE_MAX = 8192
 PROXY_V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -47,6 +49,8 @@ class Shared:
 
 
 class Conn:
+    """A bounded line reader over a socket (the backend's, and the benchmark client's)."""
+
     def __init__(self, sock):
         self.s = sock
         self.buf = b""
@@ -61,7 +65,7 @@ class Conn:
                 raise ValueError("line too long")
             d = self.s.recv(65536)
             if not d:
-                raise EOFError
+                raise EOFError("connection closed; had " + repr(self.buf[-200:]))
             self.buf += d
 
     def exact(self, n):
@@ -132,20 +136,6 @@ def split_atoms(line):
     return out
 
 
-def send_paced(send, n, rate):
-    view = memoryview(CHUNK)
-    t0 = time.monotonic()
-    sent = 0
-    while sent < n:
-        k = min(len(view), n - sent)
-        send(view[:k])
-        sent += k
-        if rate:
-            ahead = sent / rate - (time.monotonic() - t0)
-            if ahead > 0:
-                time.sleep(ahead)
-
-
 def serve_imap(c, shared):
     send = c.send
     send(b"* OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE AUTH=PLAIN] bench ready\r\n")
@@ -182,7 +172,7 @@ def serve_imap(c, shared):
         elif cmd == b"FETCH" and authed:
             n = shared.msg_size.value
             send(b"* 1 FETCH (BODY[] {%d}\r\n" % n)
-            send_paced(send, n, shared.rate.value)
+            send_paced(send, CHUNK, n, shared.rate.value)
             send(b")\r\n" + tag + b" OK FETCH done\r\n")
         elif cmd == b"IDLE" and authed:
             send(b"+ idling\r\n")
