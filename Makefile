@@ -36,9 +36,14 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-protot
            -Iinclude -I$(B) $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
 
-# Everything in daemon/ except main.c goes into one archive shared by the
-# daemon, the tools, the unit tests and the fuzz targets.
-LIB_SRCS  := $(filter-out daemon/main.c,$(sort $(wildcard daemon/*.c)))
+# daemon/ is grouped by concern: core/ (startup, sessions, config, logs),
+# proto/ (mail protocol dialogues), http/ (HTTP routing), parse/ (pure wire
+# parsers, each with a fuzz target), route/ (accounts, mapping stores, the
+# fleet bus), admin/ (the admin API), net/ (legs, TLS, the kernel data path).
+# Everything except core/main.c goes into one archive shared by the daemon,
+# the tools, the unit tests and the fuzz targets.
+DAEMON_SRCS := $(sort $(wildcard daemon/*/*.c))
+LIB_SRCS  := $(filter-out daemon/core/main.c,$(DAEMON_SRCS))
 LIB_OBJS  := $(LIB_SRCS:%.c=$(B)/%.o)
 LIB       := $(B)/libmailsplice.a
 HDRS      := $(wildcard include/*.h)
@@ -94,8 +99,8 @@ $(LIB): $(LIB_OBJS)
 # whole archive: protocol modules are referenced weakly by the session core
 # (a module not built in is refused politely), and a weak reference alone
 # would not pull an object out of an archive
-$(B)/mailspliced: $(B)/daemon/main.o $(LIB)
-	$(CC) $(LDFLAGS) -o $@ $(B)/daemon/main.o -Wl,--whole-archive $(LIB) -Wl,--no-whole-archive $(LDLIBS)
+$(B)/mailspliced: $(B)/daemon/core/main.o $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $(B)/daemon/core/main.o -Wl,--whole-archive $(LIB) -Wl,--no-whole-archive $(LDLIBS)
 
 $(B)/%: tools/%.c $(LIB) $(HDRS)
 	@mkdir -p $(@D)
@@ -159,7 +164,7 @@ $(B)/asan/libasan.a: $(ASAN_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(B)/asan/mailspliced: daemon/main.c $(B)/asan/libasan.a
+$(B)/asan/mailspliced: daemon/core/main.c $(B)/asan/libasan.a
 	$(CLANG) $(ASAN_FLAGS) -o $@ $< -Wl,--whole-archive $(B)/asan/libasan.a \
 		-Wl,--no-whole-archive $(LDLIBS)
 
@@ -224,10 +229,10 @@ bench-peers: all
 	@/usr/bin/python3 bench/peers.py $(BENCH_ARGS)
 
 format:
-	clang-format -i $(wildcard daemon/*.c include/*.h tools/*.c tests/unit/*.[ch] bpf/*.c tests/fuzz/*.c)
+	clang-format -i $(wildcard daemon/*/*.c include/*.h tools/*.c tests/unit/*.[ch] bpf/*.c tests/fuzz/*.c)
 
 check-format:
-	@clang-format --dry-run -Werror $(wildcard daemon/*.c include/*.h tools/*.c tests/unit/*.[ch] bpf/*.c tests/fuzz/*.c)
+	@clang-format --dry-run -Werror $(wildcard daemon/*/*.c include/*.h tools/*.c tests/unit/*.[ch] bpf/*.c tests/fuzz/*.c)
 
 # The BPF program is compiled into the daemon (bpftool skeleton): no object
 # file to install. systemd's unit, tmpfiles and modules-load directories are

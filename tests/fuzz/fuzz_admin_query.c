@@ -1,5 +1,5 @@
-/* libFuzzer: admin API request decoding (daemon/admin_query.c,
- * daemon/admin_route.c). The first byte picks the parameter name and the
+/* libFuzzer: admin API request decoding (daemon/admin/admin_query.c,
+ * daemon/admin/admin_route.c). The first byte picks the parameter name and the
  * size of the output buffer; the rest is used three ways: as a raw query
  * string, as a value percent-encoded into a query, and as a request path.
  * Invariants: out is always NUL-terminated inside outlen and is "" unless

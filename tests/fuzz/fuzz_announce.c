@@ -1,6 +1,6 @@
 /* libFuzzer: what we announce to backends, read back by our own parsers
- * (daemon/announce.c builders against daemon/proxy_header.c,
- * daemon/imap_parse.c and xclient_parse_attrs).
+ * (daemon/proto/announce.c builders against daemon/parse/proxy_header.c,
+ * daemon/parse/imap_parse.c and xclient_parse_attrs).
  * Input: 40 bytes of endpoints and options (zero-padded), then '\n'-separated
  * strings: SNI, session id, TLS version, TLS cipher, HELO, PROTO and the
  * client's ID fields as name/value pairs (a lone DEL byte stands for NIL).

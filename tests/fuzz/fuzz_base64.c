@@ -1,4 +1,4 @@
-/* libFuzzer: strict base64 and unpadded base64url (daemon/base64.c).
+/* libFuzzer: strict base64 and unpadded base64url (daemon/parse/base64.c).
  * Invariants: decode(encode(x)) == x in both alphabets, with the encoded
  * length equal to base64_encoded_len (less the padding for base64url), the
  * output NUL-terminated and free of the other alphabet's characters; input

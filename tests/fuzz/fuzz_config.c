@@ -1,5 +1,5 @@
 /* libFuzzer: the configuration loader on top of the TOML parser
- * (daemon/config.c, config_load with check_files = false). config_load
+ * (daemon/core/config.c, config_load with check_files = false). config_load
  * takes a path, so each input is written to one memfd and loaded through
  * /proc/self/fd/N; nothing else touches the disk except the user/group
  * look-ups of [server]. Inputs that set [admin] bearer_token_file are

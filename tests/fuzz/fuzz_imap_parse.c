@@ -1,4 +1,4 @@
-/* libFuzzer: IMAP command parsing before login (daemon/imap_parse.c).
+/* libFuzzer: IMAP command parsing before login (daemon/parse/imap_parse.c).
  * Invariants: consumed never exceeds the input; a complete command has a
  * tag and a name; every decoded argument lies in the scratch buffer. */
 #include <assert.h>

@@ -1,4 +1,4 @@
-/* libFuzzer: JWT claim extraction for OAUTHBEARER routing (daemon/jwt.c).
+/* libFuzzer: JWT claim extraction for OAUTHBEARER routing (daemon/parse/jwt.c).
  * The first byte picks the preferred claim (none, "", "mail", "email") and
  * whether the rest is the whole token or a JSON payload that is wrapped as
  * header.base64url(payload).signature. Invariants: a result is a non-empty

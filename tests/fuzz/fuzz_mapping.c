@@ -1,5 +1,5 @@
 /* libFuzzer: the mapping file parser and account canonicalisation
- * (daemon/mapping_file.c, daemon/account.c), without touching the disk.
+ * (daemon/route/mapping_file.c, daemon/route/account.c), without touching the disk.
  * The first byte picks the account rules (lowercase or not, a default
  * domain or not, master-user separators or not) and the size of the
  * output buffer given to account_canonical; the rest is the file.

@@ -1,5 +1,5 @@
 /* libFuzzer: POP3 command and status lines, extended response codes and
- * CAPA lists (daemon/pop3_parse.c). The input is read as one command line,
+ * CAPA lists (daemon/parse/pop3_parse.c). The input is read as one command line,
  * one status line, and a CAPA list split at LF. */
 #include <assert.h>
 #include <stdint.h>

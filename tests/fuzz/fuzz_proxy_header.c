@@ -1,4 +1,4 @@
-/* libFuzzer: PROXY v1/v2 headers from a balancer (daemon/proxy_header.c). */
+/* libFuzzer: PROXY v1/v2 headers from a balancer (daemon/parse/proxy_header.c). */
 #include <assert.h>
 #include <stdint.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-/* libFuzzer: SASL client exchanges (daemon/sasl.c) and the replay encoder.
+/* libFuzzer: SASL client exchanges (daemon/proto/sasl.c) and the replay encoder.
  * The first byte picks the mechanism; the rest is split into an initial
  * response and a continuation at the first newline. */
 #include <assert.h>

@@ -1,4 +1,4 @@
-/* libFuzzer: ManageSieve backend responses (daemon/sieve_parse.c), the
+/* libFuzzer: ManageSieve backend responses (daemon/parse/sieve_parse.c), the
  * input split at LF as sieve.c reads lines. Invariants: a verdict starts
  * with its word; a capability name is non-empty, NUL-terminated within its
  * bound and came from a line starting with a quote. */

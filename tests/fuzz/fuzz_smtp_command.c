@@ -1,4 +1,4 @@
-/* libFuzzer: SMTP client commands before AUTH (daemon/smtp_command.c),
+/* libFuzzer: SMTP client commands before AUTH (daemon/parse/smtp_command.c),
  * one line per input as smtp.c passes it. Invariants: an error is a
  * complete reply with a 5xx code; an accepted EHLO name fits the buffer
  * smtp.c copies it into and holds no blank or control character; an AUTH

@@ -1,5 +1,5 @@
-/* libFuzzer: SMTP backend replies (daemon/smtp_reply.c), fed line by line
- * as read_reply in daemon/smtp.c does. Invariants: a complete reply has a
+/* libFuzzer: SMTP backend replies (daemon/parse/smtp_reply.c), fed line by line
+ * as read_reply in daemon/proto/smtp.c does. Invariants: a complete reply has a
  * valid code (RFC 5321 section 4.2) and stays within the bounds; an error
  * always says why; a parsed EHLO reply was a complete 250 reply. */
 #include <assert.h>

@@ -1,4 +1,4 @@
-/* libFuzzer: the string-keyed hash map (daemon/strmap.c) against a plain
+/* libFuzzer: the string-keyed hash map (daemon/core/strmap.c) against a plain
  * array model. The input is a program: each operation byte is followed by
  * its operands (a key of 0..7 bytes, NULs mapped to 'a' so that small
  * alphabets collide, and a value byte). Invariants, checked after every

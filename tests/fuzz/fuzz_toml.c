@@ -1,4 +1,4 @@
-/* libFuzzer: the TOML parser (daemon/toml.c) on arbitrary documents. */
+/* libFuzzer: the TOML parser (daemon/parse/toml.c) on arbitrary documents. */
 #include <assert.h>
 #include <stdint.h>
 #include <stdlib.h>

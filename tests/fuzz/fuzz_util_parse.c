@@ -1,7 +1,7 @@
 /* libFuzzer: the small value parsers behind the configuration
- * (daemon/util.c: parse_duration_ms, parse_sockaddr, parse_cidr and
- * cidr_match; daemon/tls.c: tls_parse_pin; daemon/log.c: log_level_parse;
- * daemon/sasl.c: sasl_mech_parse), each on the input as one string.
+ * (daemon/core/util.c: parse_duration_ms, parse_sockaddr, parse_cidr and
+ * cidr_match; daemon/net/tls.c: tls_parse_pin; daemon/core/log.c: log_level_parse;
+ * daemon/proto/sasl.c: sasl_mech_parse), each on the input as one string.
  * Invariants: a duration re-parses from "<ms>ms" to the same value; an
  * address formats with sockaddr_str and parses back to the same bytes; a
  * CIDR range contains its own address (also as an IPv4-mapped IPv6 client

@@ -6,7 +6,7 @@
     echoed through it, SHA-256 equal at the backend and back at the client; every leg
     must be spliced by kTLS in both directions: TLS 1.2 keyed by OpenSSL, TLS 1.3
     transmit keyed by OpenSSL and receive keyed by the daemon (OpenSSL 3.0 gives no
-    kTLS receive for 1.3: daemon/ktls13.c, docs/datapath.md)
+    kTLS receive for 1.3: daemon/net/ktls13.c, docs/datapath.md)
   - a plain pair through sockmap (data_path = "sockmap"), byte-exact below the queue
     limit
 
