@@ -27,7 +27,7 @@ CC      ?= cc
 CLANG   ?= clang
 BPFTOOL ?= bpftool
 PKGS    := libevent libevent_openssl libevent_pthreads openssl libbpf jansson \
-           libnl-3.0 libnl-idiag-3.0 libcap libsystemd
+           libnl-3.0 libnl-idiag-3.0 libcap libsystemd hiredis libpq
 
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
