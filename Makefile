@@ -245,7 +245,8 @@ install: all
 	install -m 0644 man/mailspliced.8 $(DESTDIR)$(MANDIR)/man8/mailspliced.8
 	install -m 0644 man/mailsplice.toml.5 $(DESTDIR)$(MANDIR)/man5/mailsplice.toml.5
 	install -m 0644 conf/dovecot-postfix-to-stalwart.toml conf/stalwart-to-stalwart.toml \
-		conf/mappings.tsv conf/dovecot-postfix-trust.conf $(DESTDIR)$(DOCDIR)/examples/
+		conf/mappings.tsv conf/dovecot-postfix-trust.conf conf/fleet-node1.toml \
+		conf/fleet-node2.toml conf/mailsplice-postgres.sql $(DESTDIR)$(DOCDIR)/examples/
 	install -m 0644 docs/configuration.md docs/admin-api.md docs/datapath.md docs/cutover.md \
 		$(DESTDIR)$(DOCDIR)/
 	sed -e 's|/usr/sbin/mailspliced|$(SBINDIR)/mailspliced|g' \

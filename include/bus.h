@@ -39,7 +39,8 @@
 #define BUS_EVENT_MAX 4000
 
 enum bus_type {
-	BUS_HELLO,      /* a node is alive; join: answer with your own hello */
+	BUS_HELLO,      /* a node is alive; join: answer with your own hello;
+	                 * leaving: it is stopping, do not wait for it any more */
 	BUS_MAPPING,    /* account's mapping changed: drop its cache entry */
 	BUS_INVALIDATE, /* drop account's cache entry, or the whole cache */
 	BUS_KICK,       /* close account's sessions; answer with "kicked" if req */
@@ -55,7 +56,7 @@ struct bus_event {
 	char origin[NODE_NAME_MAX + 1];
 	uint64_t boot; /* the origin's start, ms since the epoch; 0 unknown */
 	uint64_t seq;
-	bool join;                          /* hello */
+	bool join, leaving;                 /* hello */
 	char account[ACCOUNT_MAX + 1];      /* "" = none (invalidate: all) */
 	char destination[BUS_DEST_MAX + 1]; /* kick: only sessions on it */
 	char except[BUS_DEST_MAX + 1];      /* kick: only sessions not on it */
@@ -116,7 +117,10 @@ struct bus_gather *bus_kick(struct bus *b, const char *account, const char *dest
 /* The caller no longer waits (shutdown): done will not be called. */
 void bus_gather_cancel(struct bus_gather *g);
 
-/* {"node","subscribed","nodes":[{"node","age_s"}]} for /stats */
+/* This node is stopping: the others stop expecting its answers. */
+void bus_leave(struct bus *b);
+
+/* {"node","subscribed","nodes":[{"node","age_s","alive"}]} for /stats */
 json_t *bus_status_json(struct bus *b);
 
 #endif

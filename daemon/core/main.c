@@ -235,6 +235,7 @@ static void on_term(evutil_socket_t sig, short what, void *arg)
 	        atomic_load(&srv.active));
 	atomic_store(&srv.draining, true);
 	admin_stop();
+	bus_leave(bus); /* the other nodes stop waiting for our answers */
 	server_command(&srv, WORKER_CMD_DRAIN);
 	drain_deadline = now_ms() + srv.cfg->shutdown_grace_ms;
 	drain_timer = evtimer_new(main_base, on_drain_tick, NULL);

@@ -206,6 +206,29 @@ static bool node_seen(struct bus *b, const char *name, uint64_t boot)
 	return false;
 }
 
+static void node_forget(struct bus *b, const char *name)
+{
+	for (struct node **p = &b->nodes; *p; p = &(*p)->next) {
+		if (strcmp((*p)->name, name) == 0) {
+			struct node *n = *p;
+			*p = n->next;
+			free(n);
+			b->n_nodes--;
+			log_msg(LOG_INFO, "bus-node", "node=%s state=left", name);
+			return;
+		}
+	}
+}
+
+void bus_leave(struct bus *b)
+{
+	struct bus_event ev = {.type = BUS_HELLO, .leaving = true};
+	const char *why;
+
+	if (bus_enabled(b))
+		bus_send(b, &ev, answer_sent, NULL, &why);
+}
+
 /* ---- kicks that wait for answers ---- */
 
 static void gather_free(struct bus_gather *g)
@@ -429,6 +452,10 @@ static void apply(struct bus *b, const struct bus_event *ev, const char *account
 
 	switch (ev->type) {
 	case BUS_HELLO:
+		if (ev->leaving) {
+			node_forget(b, ev->origin);
+			return;
+		}
 		if (ev->join)
 			answer_hello(b);
 		return;
@@ -487,7 +514,7 @@ static void on_message(void *arg, const char *data, size_t len)
 	if (seen_before(b, &ev))
 		return;
 	store_count_bus(b->st, 1);
-	if (ev.boot && node_seen(b, ev.origin, ev.boot))
+	if (ev.boot && !ev.leaving && node_seen(b, ev.origin, ev.boot))
 		resend_kicks(b, ev.origin);
 	if (ev.account[0]) {
 		/* a row written by hand may not be canonical: route as a login would */

@@ -35,6 +35,8 @@ size_t bus_event_encode(const struct bus_event *ev, char *out, size_t outlen)
 	json_object_set_new(o, "seq", json_integer((json_int_t)ev->seq));
 	if (ev->join)
 		json_object_set_new(o, "join", json_true());
+	if (ev->leaving)
+		json_object_set_new(o, "leaving", json_true());
 	if (ev->account[0])
 		json_object_set_new(o, "account", json_string(ev->account));
 	if (ev->destination[0])
@@ -153,6 +155,12 @@ bool bus_event_decode(const char *data, size_t len, struct bus_event *ev, char *
 		goto out;
 	}
 	ev->join = v && json_is_true(v);
+	v = json_object_get(o, "leaving");
+	if (v && !json_is_boolean(v)) {
+		fail(err, errlen, "not a boolean", "leaving");
+		goto out;
+	}
+	ev->leaving = v && json_is_true(v);
 	if (!get_string(o, "origin", ev->origin, sizeof(ev->origin), true, err, errlen) ||
 	    !get_string(o, "account", ev->account, sizeof(ev->account), false, err, errlen) ||
 	    !get_string(o, "destination", ev->destination, sizeof(ev->destination), false, err,

@@ -50,7 +50,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0; /* does not fit in BUS_EVENT_MAX once re-encoded */
 	assert(bus_event_decode(buf, n, &back, err, sizeof(err)));
 	assert(back.type == ev.type && back.boot == ev.boot && back.seq == ev.seq);
-	assert(back.join == ev.join && back.seconds == (ev.type == BUS_DELAY ? ev.seconds : 0));
+	assert(back.join == ev.join && back.leaving == ev.leaving &&
+	       back.seconds == (ev.type == BUS_DELAY ? ev.seconds : 0));
 	assert(strcmp(back.origin, ev.origin) == 0 && strcmp(back.account, ev.account) == 0);
 	assert(strcmp(back.destination, ev.destination) == 0);
 	assert(strcmp(back.except, ev.except) == 0 && strcmp(back.req, ev.req) == 0);

@@ -44,7 +44,7 @@ UPSERT = ("INSERT INTO routes (identifier, destination) VALUES ($1, $2) "
           "ON CONFLICT (identifier) DO UPDATE SET destination = EXCLUDED.destination")
 
 
-def node_config(n, kind, store_url, legacy, new, pki, token_file):
+def node_config(n, kind, store_url, legacy, new, pki, token_file, read_only=False):
     cert, key = pki.issue("mail.proxy.test", ["mail.proxy.test", PROXY_ADDR])
     p = ports(n)
     if kind == "redis":
@@ -59,10 +59,10 @@ pool_size = 4
 [mapping.sql]
 url = "{store_url}"
 query = "SELECT destination FROM routes WHERE identifier = $1"
-upsert_query = "{UPSERT}"
-delete_query = "DELETE FROM routes WHERE identifier = $1"
 pool_size = 4
-"""
+""" + ("" if read_only else f"""upsert_query = "{UPSERT}"
+delete_query = "DELETE FROM routes WHERE identifier = $1"
+""")
     listeners = "".join(f"""
 [listener.{proto}]
 protocol = "{proto if proto != 'sieve' else 'managesieve'}"
@@ -666,3 +666,31 @@ def test_admin_endpoints_against_the_store(fl):
                    "mailsplice_store_reconnects_total", "mailsplice_bus_events_total"):
         assert series in body
     assert re.search(r'mailsplice_bus_events_total\{direction="received"\} [1-9]', body)
+
+
+def test_read_only_sql_store(fl, harness_state, pki, legacy_stack, new_stack):
+    """As at the reference: an SQL store without upsert_query/delete_query routes, and
+    answers writes with 501."""
+    if fl.kind != "sql":
+        pytest.skip("only SQL stores can be read-only")
+    token_file = os.path.join(harness_state, "stores-sql.token")
+    p = Proxy(harness_state, "sql-node3",
+              node_config(3, "sql", fl.store.url, legacy_stack, new_stack, pki, token_file,
+                          read_only=True), env={"SSL_CERT_FILE": pki.ca_file})
+    p.start()
+    try:
+        fl.set_row("erin@example.org", "new")
+        code, body = fl.curl(3, "GET", "/mappings?identifier=erin")
+        assert code == 200 and json.loads(body)["destination"] == "new"
+        assert fl.curl(3, "PUT", "/mappings?identifier=erin&destination=new") == \
+            (501, "mapping store is read-only")
+        assert fl.curl(3, "DELETE", "/mappings?identifier=erin") == \
+            (501, "mapping store is read-only")
+        assert fl.curl(3, "POST", "/accounts/move?identifier=erin&destination=legacy") == \
+            (501, "mapping store is read-only")
+        assert fl.row("erin@example.org") == "new"
+        fl.node(1).wait_log(r"event=bus-node node=node3 state=joined")
+    finally:
+        assert p.stop() == 0
+    # a node that stops says so: a move does not wait for it
+    fl.node(1).wait_log(r"event=bus-node node=node3 state=left")

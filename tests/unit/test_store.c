@@ -173,6 +173,7 @@ static void roundtrip(const struct bus_event *in)
 	assert_int_equal(out.boot, in->boot);
 	assert_int_equal(out.seq, in->seq);
 	assert_int_equal(out.join, in->join);
+	assert_int_equal(out.leaving, in->leaving);
 	assert_string_equal(out.account, in->account);
 	assert_string_equal(out.destination, in->destination);
 	assert_string_equal(out.except, in->except);
@@ -204,6 +205,9 @@ static void test_bus_roundtrip(void **state)
 	struct bus_event hello = {.type = BUS_HELLO, .join = true, .boot = 5};
 	strcpy(hello.origin, "n");
 	roundtrip(&hello);
+	struct bus_event bye = {.type = BUS_HELLO, .leaving = true, .boot = 5, .seq = 8};
+	strcpy(bye.origin, "n");
+	roundtrip(&bye);
 
 	struct bus_event all = {.type = BUS_INVALIDATE};
 	strcpy(all.origin, "n");
