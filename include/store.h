@@ -127,6 +127,8 @@ enum store_kind store_kind(const struct store *st);
 /* sql without upsert_query/delete_query answers writes with 501 */
 bool store_writable(const struct store *st);
 void store_set_bus_hooks(struct store *st, const struct store_bus_hooks *hooks);
+/* Drop the bus subscription and make a new one (main thread). */
+void store_bus_restart(struct store *st, const char *why);
 
 /* Open this loop's connections (asynchronously). dns: a resolver on base
  * to use, or NULL to make one if a host name needs it. bus: also hold the

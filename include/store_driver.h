@@ -22,6 +22,7 @@ enum store_op {
 	STORE_OP_PUT,
 	STORE_OP_DEL,
 	STORE_OP_PUBLISH,
+	STORE_OP_PING, /* the core's own: is an idle connection still alive */
 };
 
 enum store_req_where {
@@ -65,7 +66,8 @@ struct store_conn {
 	char addrs[STORE_URL_HOSTS][64]; /* numeric, "" = use the URL's host */
 	struct store_req *inflight_head, *inflight_tail;
 	size_t n_inflight;
-	void *drv; /* the driver's state */
+	uint64_t active_ms; /* last request sent or answered */
+	void *drv;          /* the driver's state */
 };
 
 struct store_driver {

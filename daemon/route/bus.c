@@ -8,6 +8,11 @@
  * the answer, never waited for longer. A node that says hello with a new
  * start time (it restarted) while a kick waits for answers gets that kick
  * again: it may have missed it.
+ *
+ * A node also hears its own hellos back, and that is how it knows its
+ * subscription works: one the store took that does not come back within
+ * ECHO_WAIT_MS means a subscription that died silently, and it is made
+ * again (and the cache dropped, as after any lost subscription).
  */
 #include "bus.h"
 
@@ -29,6 +34,7 @@
 #define RECENT            256
 #define NODES_MAX         1024
 #define DROP_LOG_MS       1000
+#define ECHO_WAIT_MS      5000 /* our own hello must be back within this */
 
 struct node {
 	char name[NODE_NAME_MAX + 1];
@@ -67,6 +73,12 @@ struct bus {
 	struct bus_gather *gathers;
 	struct event *hello_timer;
 	struct store_req *hello_req;
+	/* a subscription can die silently (a firewall dropping an idle
+	 * connection): our own hello must come back to us through it */
+	uint64_t hello_sent_ms; /* the last hello the store took, when sent */
+	uint64_t echo_ms;       /* when we last heard one of our own events */
+	uint64_t pending_hello_ms;
+	struct event *echo_timer;
 	struct {
 		char origin[NODE_NAME_MAX + 1];
 		uint64_t boot, seq;
@@ -120,7 +132,28 @@ struct store_req *bus_send(struct bus *b, struct bus_event *ev, store_done_fn do
 static void hello_sent(void *arg, const struct store_result *res)
 {
 	struct bus *b = arg;
+
 	b->hello_req = NULL;
+	if (res->status == STORE_ERROR)
+		return;
+	/* the store has it: it is on its way to every subscriber, us included */
+	b->hello_sent_ms = b->pending_hello_ms;
+	struct timeval tv = {ECHO_WAIT_MS / 1000, (ECHO_WAIT_MS % 1000) * 1000};
+	evtimer_add(b->echo_timer, &tv);
+}
+
+/* Our own hello did not come back: the subscription is dead without
+ * knowing it (a firewall that forgot an idle connection). */
+static void on_echo_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct bus *b = arg;
+
+	if (!b->hello_sent_ms || b->echo_ms >= b->hello_sent_ms || !store_bus_subscribed(b->st))
+		return;
+	log_msg(LOG_WARN, "bus-echo-missing", "node=%s waited_ms=%llu", b->node,
+	        (unsigned long long)(now_ms() - b->hello_sent_ms));
+	b->hello_sent_ms = 0;
+	store_bus_restart(b->st, "our own events do not come back on the subscription");
 }
 
 static void answer_sent(void *arg, const struct store_result *res)
@@ -138,6 +171,7 @@ static void send_hello(struct bus *b, bool join)
 	if (b->hello_req && !join)
 		return; /* one is on its way */
 	store_req_cancel(b->hello_req);
+	b->pending_hello_ms = now_ms();
 	b->hello_req = bus_send(b, &ev, hello_sent, b, &why);
 }
 
@@ -509,8 +543,10 @@ static void on_message(void *arg, const char *data, size_t len)
 		drop(b, err, &ev);
 		return;
 	}
-	if (strcmp(ev.origin, b->node) == 0 && ev.boot == b->boot)
-		return; /* our own, applied when sent */
+	if (strcmp(ev.origin, b->node) == 0 && ev.boot == b->boot) {
+		b->echo_ms = now_ms(); /* the subscription works */
+		return;                /* our own, applied when sent */
+	}
 	if (seen_before(b, &ev))
 		return;
 	store_count_bus(b->st, 1);
@@ -535,6 +571,8 @@ static void on_subscribed(void *arg)
 	/* events may have gone by while we were not listening */
 	size_t n = router_invalidate(b->router, NULL);
 	log_msg(LOG_INFO, "bus-subscribed", "node=%s cache_dropped=%zu", b->node, n);
+	b->echo_ms = now_ms();
+	b->hello_sent_ms = 0;
 	send_hello(b, true);
 }
 
@@ -563,6 +601,7 @@ struct bus *bus_new(const struct config *cfg, struct router *router, struct stor
 		                            .arg = b};
 		store_set_bus_hooks(st, &h);
 		b->hello_timer = event_new(base, -1, EV_PERSIST, on_hello_timer, b);
+		b->echo_timer = evtimer_new(base, on_echo_timer, b);
 		struct timeval tv = {HELLO_INTERVAL_MS / 1000, 0};
 		event_add(b->hello_timer, &tv);
 	}
@@ -578,6 +617,8 @@ void bus_free(struct bus *b)
 	store_req_cancel(b->hello_req);
 	if (b->hello_timer)
 		event_free(b->hello_timer);
+	if (b->echo_timer)
+		event_free(b->echo_timer);
 	if (b->st) {
 		struct store_bus_hooks none = {0};
 		store_set_bus_hooks(b->st, &none);

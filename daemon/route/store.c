@@ -31,6 +31,7 @@
 #define CONNECT_MIN_MS 1000
 #define CONNECT_MAX_MS 10000
 #define STALL_MIN_MS   2000
+#define IDLE_PING_MS   5000 /* an idle connection is asked whether it is alive */
 
 static const double buckets_s[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                    0.05,   0.1,     0.25,   0.5,   1,      2.5,   5};
@@ -202,6 +203,14 @@ bool store_writable(const struct store *st)
 void store_set_bus_hooks(struct store *st, const struct store_bus_hooks *hooks)
 {
 	st->hooks = *hooks;
+}
+
+void store_bus_restart(struct store *st, const char *why)
+{
+	struct store_loop *sl = st->main_loop;
+
+	if (sl && sl->bus_conn && sl->bus_conn->state == SC_UP)
+		store_conn_failed(sl->bus_conn, why);
 }
 
 struct event_base *store_loop_base(const struct store_loop *sl)
@@ -514,6 +523,7 @@ static void pump(struct store_loop *sl)
 		r->where = REQ_INFLIGHT;
 		r->conn = c;
 		r->sent_us = now_us();
+		c->active_ms = r->sent_us / 1000;
 		r->prev = c->inflight_tail;
 		r->next = NULL;
 		if (c->inflight_tail)
@@ -648,6 +658,7 @@ void store_conn_up(struct store_conn *c)
 	c->state = SC_UP;
 	c->failures = 0;
 	c->ever_up = true;
+	c->active_ms = now_ms();
 	state_conn_up(st, c->bus);
 	if (c->bus) {
 		log_msg(LOG_INFO, "store-bus", "source=%s state=subscribed channel=%s",
@@ -691,8 +702,16 @@ void store_conn_failed(struct store_conn *c, const char *why)
 		if (st->hooks.lost)
 			st->hooks.lost(st->hooks.arg, reason);
 	}
-	log_msg(LOG_DEBUG, "store-conn", "source=%s conn=%u%s state=down",
-	        store_kind_name(st->set.kind), c->index, c->bus ? " bus=yes" : "");
+	if (log_enabled(LOG_DEBUG)) {
+		struct logbuf lb;
+		lb_init(&lb, LOG_DEBUG, "store-conn");
+		lb_str(&lb, "source", store_kind_name(st->set.kind));
+		lb_uint(&lb, "conn", c->index);
+		lb_str(&lb, "bus", c->bus ? "yes" : "no");
+		lb_str(&lb, "state", "down");
+		lb_str(&lb, "reason", reason);
+		lb_emit(&lb);
+	}
 
 	/* the requests on the wire are lost with the connection */
 	struct store_req *list = c->inflight_head;
@@ -730,6 +749,7 @@ void store_conn_complete(struct store_conn *c, const struct store_result *res_in
 	if (!c->inflight_head)
 		c->inflight_tail = NULL;
 	c->n_inflight--;
+	c->active_ms = now_ms();
 	struct store_result res = *res_in;
 	res.latency_us = now_us() - r->sent_us;
 	finish(r, &res);
@@ -752,6 +772,32 @@ void store_conn_bus_message(struct store_conn *c, const char *data, size_t len)
 void store_conn_bus_subscribed(struct store_conn *c)
 {
 	store_conn_up(c);
+}
+
+/* A connection nobody used for a while may have died without a word (a
+ * firewall that forgot it): a cheap request finds out before a login
+ * does, and the stall check closes it if it does not answer. */
+static void ping_idle(struct store_loop *sl, uint64_t now)
+{
+	for (size_t i = 0; i < sl->st->per_loop; i++) {
+		struct store_conn *c = &sl->conns[i];
+		if (c->state != SC_UP || c->inflight_head || now - c->active_ms < IDLE_PING_MS ||
+		    !sl->st->drv->can_send(c))
+			continue;
+		struct store_req *r = calloc(1, sizeof(*r));
+		if (!r)
+			return;
+		r->op = STORE_OP_PING;
+		r->sl = sl;
+		r->where = REQ_INFLIGHT;
+		r->conn = c;
+		r->born_us = r->sent_us = now_us();
+		c->active_ms = now;
+		c->inflight_head = c->inflight_tail = r;
+		c->n_inflight = 1;
+		if (!sl->st->drv->send(c, r))
+			store_conn_failed(c, "sending failed: connection lost");
+	}
 }
 
 /* Requests that have waited too long (the owner's own timer normally
@@ -822,6 +868,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 			store_conn_failed(c, why);
 		}
 	}
+	ping_idle(sl, now / 1000);
 }
 
 /* ---- loops ---- */

@@ -217,7 +217,7 @@ static void statement_done(struct store_conn *c)
 	struct pg_conn *pc = pc_of(c);
 	PGresult *r = pc->res;
 	ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
-	bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+	bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY;
 
 	pc->res = NULL;
 	pc->busy = false;
@@ -469,6 +469,9 @@ static bool p_send(struct store_conn *c, struct store_req *req)
 	case STORE_OP_PUBLISH:
 		ok = PQsendQueryParams(pc->pg, "SELECT pg_notify($1, $2)", 2, NULL, v, NULL, NULL,
 		                       0);
+		break;
+	case STORE_OP_PING:
+		ok = PQsendQuery(pc->pg, ""); /* the cheapest round trip there is */
 		break;
 	}
 	if (!ok)

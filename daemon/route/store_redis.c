@@ -268,7 +268,7 @@ static bool r_send(struct store_conn *c, struct store_req *req)
 
 	if (!rc->ac)
 		return false;
-	if (req->op != STORE_OP_PUBLISH &&
+	if (req->op != STORE_OP_PUBLISH && req->op != STORE_OP_PING &&
 	    !store_redis_key(set->key_prefix, req->key, rc->key, sizeof(rc->key)))
 		return false;
 	switch (req->op) {
@@ -285,6 +285,9 @@ static bool r_send(struct store_conn *c, struct store_req *req)
 	case STORE_OP_PUBLISH:
 		rv = redisAsyncCommand(rc->ac, on_reply, NULL, "PUBLISH %b %b", req->key,
 		                       strlen(req->key), req->value, req->value_len);
+		break;
+	case STORE_OP_PING:
+		rv = redisAsyncCommand(rc->ac, on_reply, NULL, "PING");
 		break;
 	}
 	return rv == REDIS_OK;

@@ -10,6 +10,7 @@ are.
 
     relay = DelayRelay(listen_port, ("127.0.0.1", redis.port)); relay.start()
     relay.delay = 3.0                         # the store now answers 3 s late
+    relay.freeze()                            # the open connections go silent
 
 PostgreSQL refuses to run as root: initdb and postgres run as the `postgres` system user
 (subprocess's user=/group=, so the pid we hold is the postmaster's own). Both servers keep no
@@ -291,6 +292,7 @@ class DelayRelay:
 
     def __init__(self, listen, target, delay=0.0):
         self.listen, self.target, self.delay = listen, target, delay
+        self._generation = 0  # freeze(): connections of older generations stall
         self._srv = None
         self._threads = []
         self._socks = []
@@ -320,18 +322,22 @@ class DelayRelay:
             except OSError:
                 c.close()
                 continue
+            s.settimeout(None)  # an idle store connection is not a dead one
             self._socks += [c, s]
+            gen = self._generation
             for a, b, slow in ((c, s, False), (s, c, True)):
-                t = threading.Thread(target=self._pump, args=(a, b, slow), daemon=True)
+                t = threading.Thread(target=self._pump, args=(a, b, slow, gen), daemon=True)
                 t.start()
                 self._threads.append(t)
 
-    def _pump(self, src, dst, slow):
+    def _pump(self, src, dst, slow, gen):
         try:
             while not self._stop.is_set():
                 data = src.recv(65536)
                 if not data:
                     break
+                while gen < self._generation and not self._stop.is_set():
+                    time.sleep(0.1)  # frozen: nothing passes, nothing is closed
                 if slow and self.delay:
                     time.sleep(self.delay)
                 dst.sendall(data)
@@ -343,10 +349,21 @@ class DelayRelay:
             except OSError:
                 pass
 
+    def freeze(self):
+        """The connections open now go silent, both ways, without being closed (a
+        firewall forgetting them); new connections pass."""
+        self._generation += 1
+
     def stop(self):
         self._stop.set()
         for s in self._socks + [self._srv]:
             try:
+                s.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked on it
+            except OSError:
+                pass
+            try:
                 s.close()
             except OSError:
                 pass
+        # the port is free once no thread is inside accept() any more
+        self._threads[0].join(5)

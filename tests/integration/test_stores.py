@@ -577,6 +577,40 @@ def test_dropped_subscription_drops_the_cache(fl, legacy_stack, new_stack):
     new_stack.wait_log("dovecot", LOGIN.format("bob"), since=mark)
 
 
+def test_silently_dead_subscription_is_noticed(fl, legacy_stack, new_stack):
+    """Node 2's connections to the store go silent without being closed (the relay stops
+    passing anything on them): its own hellos stop coming back on the subscription, so it
+    subscribes again (a hello goes out every 10 s and must be back within 5 s: here at most
+    about 30 s, as the first hello after the freeze is lost with its connection) and drops
+    its cache; changes made
+    through node 1 reach it again. The mechanism is the bus's own, whatever the store:
+    run against Redis only."""
+    if fl.kind != "redis":
+        pytest.skip("store-independent; run once")
+    n2 = ports(2)["imap"]
+    assert imap_status(n2, "bob").startswith("a1 OK")  # node 2 caches bob -> legacy
+    mark = fl.node(2).log_size()
+    fl.relay.freeze()
+    try:
+        # idle pool connections are pinged (every 5 s) and replaced when silent
+        fl.node(2).wait_log(r"event=store-conn .*bus=no state=down reason=\"no answer for",
+                            since=mark, timeout=20)
+        fl.node(2).wait_log(r"event=bus-echo-missing node=node2", since=mark, timeout=45)
+        fl.node(2).wait_log(r"event=bus-subscribed node=node2 cache_dropped=[1-9]", since=mark,
+                            timeout=10)
+        fl.wait_store_up()
+        assert imap_status(n2, "bob").startswith("a1 OK")
+        assert fl.curl(1, "PUT", "/mappings?identifier=bob&destination=new") == (200, "ok")
+        fl.wait_uncached(2, "bob@example.org")
+        mark = new_stack.log_mark("dovecot")
+        assert imap_status(n2, "bob").startswith("a1 OK")
+        new_stack.wait_log("dovecot", LOGIN.format("bob"), since=mark)
+    finally:
+        # the frozen connections stay frozen: a fresh relay for the next tests
+        fl.relay.stop()
+        fl.relay = DelayRelay(fl.relay.listen, fl.relay.target).start()
+
+
 def test_node_restarted_during_a_move(fl, legacy_stack, new_stack):
     """Node 2 stops answering in the middle of a move (SIGSTOP), then is killed and started
     again: the move still ends, says whether node 2 answered (its new life may) or names it,
