@@ -10,6 +10,7 @@
 #   make deb     build/deb/mailsplice_*.deb (debhelper), lintian-checked
 #   make asan    unit tests and the integration suite against an ASan+UBSan daemon
 #   make soak SOAK_SECONDS=600   churn over every protocol with kicks, ASan daemon
+#   make bench-stores  what a Redis / PostgreSQL mapping store adds to a login
 #   make package-test  that .deb installed into a fresh debootstrap root
 
 PREFIX  ?= /usr/local
@@ -59,7 +60,7 @@ TOOL_BINS  := $(TOOL_SRCS:tools/%.c=$(B)/%)
 BENCH_SRCS := $(sort $(wildcard bench/*.c))
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(B)/bench/%)
 
-.PHONY: all deps test unit check-format format vmtest clean install deb package-test bench bench-peers demo fuzz fuzz-long asan soak
+.PHONY: all deps test unit check-format format vmtest clean install deb package-test bench bench-peers bench-stores demo fuzz fuzz-long asan soak
 .DELETE_ON_ERROR:
 
 all: $(BPF_SKELS) $(B)/mailspliced $(TOOL_BINS) $(BPF_OBJS)
@@ -227,6 +228,10 @@ bench: all $(BENCH_BINS)
 # BENCH_ARGS="--quick" for a short pass, "--peers direct,haproxy --workloads fetch" to narrow.
 bench-peers: all
 	@/usr/bin/python3 bench/peers.py $(BENCH_ARGS)
+
+# what a Redis or PostgreSQL mapping store adds to a login, against the file store
+bench-stores: all $(B)/bench/store_lookup
+	@/usr/bin/python3 bench/stores.py $(BENCH_ARGS)
 
 format:
 	clang-format -i $(wildcard daemon/*/*.c include/*.h tools/*.c tests/unit/*.[ch] bpf/*.c tests/fuzz/*.c)

@@ -7,20 +7,27 @@ One run, one machine, loopback. 1,000,000 mappings in each store:
   sql     a real PostgreSQL 15 (prepared SELECT over libpq, the schema of
           conf/mailsplice-postgres.sql)
 Each store gets its own mailspliced (2 workers, plain IMAP listener, forwarding none) in
-front of bench/peers_backend.py, started one after the other so they never compete for
-the CPUs.
+front of bench/peers_backend.py.
 
 Measured, per store:
   latency   one login at a time, connect to the tagged OK of LOGIN: p50/p99 of N logins
             cold (every login a different account, so every lookup misses the cache and
-            goes to the store) and cached (one account, already in the cache). The latency
-            the store adds is the difference to the file store in the same run.
-  rate      logins/s with 2 client processes x 8 threads for S seconds, cold (random
+            goes to the store) and cached (one account, already in the cache). The three
+            daemons run side by side and take turns, one login each per round in a random
+            order, so the machine's noise falls on all alike; the latency a store adds is
+            the p50/p99 of (store - file) within each round.
+  rate      one daemon at a time (the others idle): logins/s with 2 client processes x 8
+            threads for S seconds, cold (random
             accounts of the million) and cached (100 accounts), with the daemon's own
             CPU-ms and read/write syscalls per login (/proc/PID/stat, /proc/PID/io):
             counts, which the other jobs on this shared machine do not bend.
 The store daemons' own CPU per login is reported too (a remote store is not free: it
-works elsewhere). Machine load (uptime) is printed before and after.
+works elsewhere).
+  lookup    build/bench/store_lookup: the store path alone (daemon/route/store*.c on one
+            event loop with 5 connections, one worker's share), no client or protocol
+            around it: N cold lookups one at a time, then N with 16 in flight.
+Machine load (uptime) is printed before and after; p99s on a loaded machine measure the
+load as much as the code.
 
     bench/stores.py                  (about 5 minutes: loading 2 x 1M rows is most of it)
     bench/stores.py --quick          (10,000 mappings, short runs: a smoke test)
@@ -272,31 +279,79 @@ def rate(port, daemon_pid, store_pids, pool, seconds):
 
 # ---------------------------------------------------------------- the run
 
-def run_store(kind, url, mapfile, state, store_pids, args, n_map):
-    p = Proxy(state, f"bench-{kind}", config(kind, url, mapfile))
-    t0 = time.monotonic()
-    p.start(timeout=120)
-    started = time.monotonic() - t0
+def store_lookup(kind, url, n, keys):
+    exe = os.path.join(TOP, "build", "bench", "store_lookup")
+    out = subprocess.run([exe, "-n", str(n), "-k", str(keys), "-c", "16", kind, url],
+                         capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError(f"store_lookup {kind}: {out.stderr}")
+    return json.loads(out.stdout)
+
+
+def percentile(values, p):
+    v = sorted(values)
+    return v[min(len(v) - 1, int(len(v) * p))]
+
+
+def paired_latency(kinds, accounts_of, rounds):
+    """One login per store per round, the stores in a random order each round, one at a
+    time: the machine's noise falls on every store alike, and store - file is taken
+    within each round (a paired difference), not between two distributions."""
+    t = {k: [] for k in kinds}
+    rnd = random.Random(1)
+    for i in range(rounds):
+        order = list(kinds)
+        rnd.shuffle(order)
+        for k in order:
+            t0 = time.perf_counter_ns()
+            login(IMAP[k], accounts_of(k, i))
+            t[k].append((time.perf_counter_ns() - t0) / 1000)
+    out = {}
+    for k in kinds:
+        out[k] = {"p50_us": percentile(t[k], 0.5), "p99_us": percentile(t[k], 0.99),
+                  "n": rounds}
+        if k != "file":
+            d = [a - b for a, b in zip(t[k], t["file"])]
+            out[k]["added_p50_us"] = percentile(d, 0.5)
+            out[k]["added_p99_us"] = percentile(d, 0.99)
+    return out
+
+
+def run(kinds, urls, mapfile, state, store_pids, args, n_map):
+    procs = {}
     try:
-        rnd = random.Random(kind)
-        port = IMAP[kind]
-        # warm the process (and, for remote stores, every connection) up
-        for i in range(200):
-            login(port, account(n_map - 1 - i))
-        cold_accounts = [account(i) for i in rnd.sample(range(100, n_map - 300), args.latency_n)]
-        r = {"start_s": started}
-        r["cold"] = latency(port, cold_accounts)
+        for k in kinds:
+            p = Proxy(state, f"bench-{k}", config(k, urls[k], mapfile))
+            t0 = time.monotonic()
+            p.start(timeout=120)
+            procs[k] = (p, time.monotonic() - t0)
+        for k in kinds:  # warm every process and connection up
+            for i in range(200):
+                login(IMAP[k], account(n_map - 1 - i))
+        # cold: every login a different account of the million, in no cache
+        pool = random.Random(2).sample(range(100, n_map - 300), args.latency_n * len(kinds))
+        cold = {k: pool[j * args.latency_n:(j + 1) * args.latency_n]
+                for j, k in enumerate(kinds)}
+        lat_cold = paired_latency(kinds, lambda k, i: account(cold[k][i]), args.latency_n)
         hot = account(n_map - 1)
-        login(port, hot)
-        r["cached"] = latency(port, [hot] * args.latency_n)
-        r["rate_cold"] = rate(port, p.proc.pid, store_pids(), n_map, args.seconds)
-        # 100 accounts, looked up once each first: every later login hits the cache
-        for i in range(100):
-            login(port, account(i))
-        r["rate_cached"] = rate(port, p.proc.pid, store_pids(), 100, args.seconds)
+        for k in kinds:
+            login(IMAP[k], hot)
+        lat_cached = paired_latency(kinds, lambda k, i: hot, args.latency_n)
+        results = {}
+        for k in kinds:
+            p, started = procs[k]
+            r = {"start_s": started, "cold": lat_cold[k], "cached": lat_cached[k]}
+            r["rate_cold"] = rate(IMAP[k], p.proc.pid, store_pids[k](), n_map, args.seconds)
+            # 100 accounts, looked up once each first: every later login hits the cache
+            for i in range(100):
+                login(IMAP[k], account(i))
+            r["rate_cached"] = rate(IMAP[k], p.proc.pid, store_pids[k](), 100, args.seconds)
+            results[k] = r
+            print(k, json.dumps(r), flush=True)
+        return results
     finally:
-        p.stop()
-    return r
+        for p, _ in procs.values():
+            p.stop()
 
 
 def table(results, kinds):
@@ -304,17 +359,16 @@ def table(results, kinds):
     lines.append("| store | cold p50 | cold p99 | cached p50 | cached p99 | "
                  "added cold p50 / p99 | added cached p50 / p99 |")
     lines.append("|---|---|---|---|---|---|---|")
-    f = results["file"]
     for k in kinds:
         r = results[k]
-        add = lambda a, b: f"{r[a][b] - f[a][b]:+.0f}"  # noqa: E731
+        add = lambda w: ("-" if k == "file" else  # noqa: E731
+                         f"{r[w]['added_p50_us']:+.0f} / {r[w]['added_p99_us']:+.0f}")
         lines.append(f"| {k} | {r['cold']['p50_us']:.0f} | {r['cold']['p99_us']:.0f} | "
                      f"{r['cached']['p50_us']:.0f} | {r['cached']['p99_us']:.0f} | "
-                     f"{add('cold', 'p50_us')} / {add('cold', 'p99_us')} | "
-                     f"{add('cached', 'p50_us')} / {add('cached', 'p99_us')} |")
+                     f"{add('cold')} | {add('cached')} |")
     lines.append("")
     lines.append("| store | workload | logins/s | vs file | mailspliced CPU-ms/login | "
-                 "syscalls/login | store CPU-ms/login | errors |")
+                 "read/write syscalls/login | store CPU-ms/login | errors |")
     lines.append("|---|---|---|---|---|---|---|---|")
     for k in kinds:
         for w in ("rate_cold", "rate_cached"):
@@ -323,20 +377,33 @@ def table(results, kinds):
                          f"{r['logins_per_s'] / base['logins_per_s']:.2f} | "
                          f"{r['cpu_ms_per_login']:.3f} | {r['syscalls_per_login']:.1f} | "
                          f"{r['store_cpu_ms_per_login']:.3f} | {r['errors']} |")
+    lines.append("")
+    lines.append("| store | lookups | in flight | p50 µs | p90 µs | p99 µs | p99.9 µs | "
+                 "lookups/s | CPU µs/lookup (ours) |")
+    lines.append("|---|---|---|---|---|---|---|---|---|")
+    for k in kinds:
+        for ph in ("serial", "concurrent"):
+            r = results[k].get("lookup", {}).get(ph)
+            if r:
+                lines.append(f"| {k} | {r['n']} | {r['inflight']} | {r['p50_us']} | "
+                             f"{r['p90_us']} | {r['p99_us']} | {r['p999_us']} | "
+                             f"{r['per_s']:.0f} | {r['cpu_us_per_lookup']:.1f} |")
     return "\n".join(lines)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mappings", type=int, default=1_000_000)
-    ap.add_argument("--latency-n", type=int, default=2000)
+    ap.add_argument("--latency-n", type=int, default=5000)
     ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--lookup-n", type=int, default=50000)
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     if args.quick:
-        args.mappings, args.latency_n, args.seconds = 10_000, 200, 2
-    if not os.path.exists(os.path.join(TOP, "build", "mailspliced")):
-        raise SystemExit("build/mailspliced is missing: make first")
+        args.mappings, args.latency_n, args.seconds, args.lookup_n = 10_000, 200, 2, 2000
+    for exe in ("mailspliced", "bench/store_lookup"):
+        if not os.path.exists(os.path.join(TOP, "build", exe)):
+            raise SystemExit(f"build/{exe} is missing: make bench-stores")
     kinds = ["file"]
     problems = {k: missing_prerequisites(k) for k in ("redis", "postgres")}
     kinds += [k for k, p in (("redis", problems["redis"]), ("sql", problems["postgres"]))
@@ -377,10 +444,13 @@ def main():
             urls["sql"] = pg.url
         pids = {"file": lambda: [], "redis": lambda: [redis.proc.pid] if redis else [],
                 "sql": lambda: children_of(pg.proc.pid) if pg else []}
-        for k in kinds:
-            print(f"== {k}", flush=True)
-            results[k] = run_store(k, urls[k], mapfile, state, pids[k], args, args.mappings)
-            print(json.dumps(results[k]), flush=True)
+        lookups = {}
+        for k in kinds[1:]:
+            lookups[k] = store_lookup(k, urls[k], args.lookup_n, args.mappings)
+            print(k, "lookup", json.dumps(lookups[k]), flush=True)
+        results = run(kinds, urls, mapfile, state, pids, args, args.mappings)
+        for k in lookups:
+            results[k]["lookup"] = lookups[k]
     finally:
         if redis:
             redis.stop()
@@ -404,8 +474,10 @@ def main():
         f.write(f"- loading: {json.dumps(timings)}\n")
         f.write("- mailspliced: 2 workers, plain IMAP, forwarding none, log_level info (one session line per login), "
                 "pool_size 16 (5 connections per loop); backend bench/peers_backend.py\n")
-        f.write("- latency: microseconds, connect to tagged OK of LOGIN, one at a time "
-                f"({args.latency_n} logins); 'added' = minus the file store's\n")
+        f.write("- latency: microseconds, connect to tagged OK of LOGIN, one login at a "
+                f"time, {args.latency_n} rounds of one login per store in a random order "
+                "(all three daemons running, idle but for that login); 'added' = p50/p99 "
+                "of (store - file) within each round\n")
         f.write(f"- rate: 2 client processes x 8 threads, {args.seconds:g} s; "
                 "cold = random accounts of all mappings, cached = 100 accounts\n\n")
         f.write(text + "\n")
