@@ -737,10 +737,14 @@ static void load_mapping(struct loader *l, const struct toml_value *root)
 			       "missing: the mapping file (identifier destination per line)");
 		else
 			check_file(l, line_of(f, "path"), "mapping.file.path", c->mapping_file);
-	} else if (src == 1) {
-		load_redis(l, t, r);
 	} else {
-		load_sql(l, t, s);
+		if (c->lookup_timeout_ms == 0)
+			errorf(l, line_of(t, "lookup_timeout"), "mapping.lookup_timeout",
+			       "must be more than 0 with source = \"%s\"", sources[src]);
+		if (src == 1)
+			load_redis(l, t, r);
+		else
+			load_sql(l, t, s);
 	}
 }
 

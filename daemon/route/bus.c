@@ -357,6 +357,17 @@ static void gather_sent(void *arg, const struct store_result *res)
 		event_active(g->timer, EV_TIMEOUT, 0);
 }
 
+/* A kick sent again to a node that came back: the first one reached the
+ * others, so a failure here is not the gather's error. */
+static void gather_resent(void *arg, const struct store_result *res)
+{
+	struct bus_gather *g = arg;
+
+	g->sending = NULL;
+	if (all_answered(g))
+		event_active(g->timer, EV_TIMEOUT, 0);
+}
+
 static size_t local_kick(const char *account, const char *dest, const char *except)
 {
 	size_t n = except && *except ? registry_kick_except(account, except)
@@ -431,7 +442,7 @@ static void resend_kicks(struct bus *b, const char *node)
 		if (g->ev.type != BUS_KICK || g->sending || answered(g, node))
 			continue;
 		struct bus_event ev = g->ev;
-		struct store_req *r = bus_send(b, &ev, gather_sent, g, &why);
+		struct store_req *r = bus_send(b, &ev, gather_resent, g, &why);
 		if (r)
 			g->sending = r;
 		bool expected = false;

@@ -452,6 +452,11 @@ static void test_stores(void **state)
 	expect_error(29, "mapping.sql.upsert_query", "must use $1 (the account) and $2");
 	expect_error(30, "mapping.sql.channel", "is not 1 to 63 of a-z, 0-9 and _");
 
+	assert_null(load(with_store("redis\"\nlookup_timeout = \"0s",
+	                            "[mapping.redis]\nurl = \"redis://h\"\n"),
+	                 true));
+	expect_error(9, "mapping.lookup_timeout", "must be more than 0");
+
 	assert_null(load(BASE "[server]\nnode_name = \"mx 1\"\n", true));
 	expect_error(27, "server.node_name", "printable ASCII characters without spaces");
 	c = load(BASE "[server]\nnode_name = \"mx1\"\n", true);
