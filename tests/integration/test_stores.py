@@ -537,6 +537,7 @@ def test_slow_store(fl, legacy_stack, new_stack):
         time.sleep(0.3)
     assert line.startswith("a1 OK"), line
     # the only dave login legacy saw is the one after the store was fast again
+    legacy_stack.wait_log("dovecot", LOGIN.format("dave"), since=legacy_mark)
     logins = [l for l in legacy_stack.log_lines("dovecot", legacy_mark)
               if "Login: user=<dave@example.org>" in l]
     assert len(logins) == 1, logins
