@@ -11,6 +11,7 @@
  */
 #include "mapping.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -352,6 +353,14 @@ int router_dest_index(const struct router *r, const char *name, size_t len)
 	return -1;
 }
 
+static bool log_unknown_now(void)
+{
+	static _Atomic uint64_t next_ms;
+	uint64_t now = now_ms(), next = atomic_load(&next_ms);
+
+	return now >= next && atomic_compare_exchange_strong(&next_ms, &next, now + 1000);
+}
+
 static void lookup_free(struct route_lookup *lk)
 {
 	if (lk->timer)
@@ -375,14 +384,18 @@ static void lookup_answer(void *arg, const struct store_result *res)
 		dest = router_dest_index(r, res->value, res->value_len);
 		if (dest < 0) {
 			/* a typo in the store must not send anyone to the
-			 * default: say so, per account (the log is the only
-			 * place an operator will see which row is wrong) */
-			struct logbuf lb;
-			lb_init(&lb, LOG_WARN, "store-unknown-destination");
-			lb_str(&lb, "account", lk->account);
-			lb_mem(&lb, "destination", res->value,
-			       res->value_len < 128 ? res->value_len : 128);
-			lb_emit(&lb);
+			 * default: say so, naming the account (the log is the
+			 * only place an operator will see which row is wrong),
+			 * at most once a second (every login of that account
+			 * asks again: the failure is not cached) */
+			if (log_unknown_now()) {
+				struct logbuf lb;
+				lb_init(&lb, LOG_WARN, "store-unknown-destination");
+				lb_str(&lb, "account", lk->account);
+				lb_mem(&lb, "destination", res->value,
+				       res->value_len < 128 ? res->value_len : 128);
+				lb_emit(&lb);
+			}
 			store_count_lookup(r->store, STORE_LOOKUP_UNKNOWN_DEST);
 			snprintf(msg, sizeof(msg),
 			         "mapping store names a destination that is not configured");
