@@ -67,6 +67,7 @@ struct store_conn {
 	struct store_req *inflight_head, *inflight_tail;
 	size_t n_inflight;
 	uint64_t active_ms; /* last request sent or answered */
+	uint64_t failed_ms; /* when it last failed */
 	void *drv;          /* the driver's state */
 };
 

@@ -47,6 +47,7 @@ struct store {
 
 	pthread_mutex_t lock;
 	enum store_state state;
+	uint64_t up_since_ms; /* when it last came up */
 	char reason[256];
 	size_t n_up; /* command connections up, every loop */
 	bool bus_up;
@@ -248,6 +249,7 @@ static void state_conn_up(struct store *st, bool bus)
 		st->n_up++;
 		if (st->state != STORE_STATE_UP) {
 			st->state = STORE_STATE_UP;
+			st->up_since_ms = now_ms();
 			st->reason[0] = '\0';
 			log_state(st, NULL);
 		}
@@ -687,6 +689,7 @@ void store_conn_failed(struct store_conn *c, const char *why)
 		evdns_getaddrinfo_cancel(d);
 	}
 	c->state = SC_DOWN;
+	c->failed_ms = now_ms();
 	st->drv->close(c);
 	if (was_up)
 		atomic_fetch_add_explicit(&st->conns_lost, 1, memory_order_relaxed);
@@ -772,6 +775,29 @@ void store_conn_bus_message(struct store_conn *c, const char *data, size_t len)
 void store_conn_bus_subscribed(struct store_conn *c)
 {
 	store_conn_up(c);
+}
+
+/* The store came back (another loop's connection is up): connections that
+ * failed before that do not sit out the rest of their backoff. */
+static void retry_now(struct store_loop *sl)
+{
+	struct store *st = sl->st;
+	uint64_t up_since;
+
+	pthread_mutex_lock(&st->lock);
+	up_since = st->state == STORE_STATE_UP ? st->up_since_ms : 0;
+	pthread_mutex_unlock(&st->lock);
+	if (!up_since)
+		return;
+	for (size_t i = 0; i < sl->n_conns; i++) {
+		struct store_conn *c = &sl->conns[i];
+		if (c->state == SC_DOWN && c->failed_ms < up_since) {
+			evtimer_del(c->timer);
+			if (c->ever_up)
+				atomic_fetch_add_explicit(&st->reconnects, 1, memory_order_relaxed);
+			conn_start(c);
+		}
+	}
 }
 
 /* A connection nobody used for a while may have died without a word (a
@@ -869,6 +895,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 		}
 	}
 	ping_idle(sl, now / 1000);
+	retry_now(sl);
 }
 
 /* ---- loops ---- */
