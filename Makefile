@@ -10,6 +10,7 @@
 #   make deb     build/deb/mailsplice_*.deb (debhelper), lintian-checked
 #   make asan    unit tests and the integration suite against an ASan+UBSan daemon
 #   make soak SOAK_SECONDS=600   churn over every protocol with kicks, ASan daemon
+#   make bench-stores  what a Redis / PostgreSQL mapping store adds to a login
 #   make package-test  that .deb installed into a fresh debootstrap root
 
 PREFIX  ?= /usr/local
@@ -27,7 +28,7 @@ CC      ?= cc
 CLANG   ?= clang
 BPFTOOL ?= bpftool
 PKGS    := libevent libevent_openssl libevent_pthreads openssl libbpf jansson \
-           libnl-3.0 libnl-idiag-3.0 libcap libsystemd
+           libnl-3.0 libnl-idiag-3.0 libcap libsystemd hiredis libpq
 
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
@@ -59,7 +60,7 @@ TOOL_BINS  := $(TOOL_SRCS:tools/%.c=$(B)/%)
 BENCH_SRCS := $(sort $(wildcard bench/*.c))
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(B)/bench/%)
 
-.PHONY: all deps test unit check-format format vmtest clean install deb package-test bench bench-peers demo fuzz fuzz-long asan soak
+.PHONY: all deps test unit check-format format vmtest clean install deb package-test bench bench-peers bench-stores demo fuzz fuzz-long asan soak
 .DELETE_ON_ERROR:
 
 all: $(BPF_SKELS) $(B)/mailspliced $(TOOL_BINS) $(BPF_OBJS)
@@ -228,6 +229,10 @@ bench: all $(BENCH_BINS)
 bench-peers: all
 	@/usr/bin/python3 bench/peers.py $(BENCH_ARGS)
 
+# what a Redis or PostgreSQL mapping store adds to a login, against the file store
+bench-stores: all $(B)/bench/store_lookup
+	@/usr/bin/python3 bench/stores.py $(BENCH_ARGS)
+
 format:
 	clang-format -i $(wildcard daemon/*/*.c include/*.h tools/*.c tests/unit/*.[ch] bpf/*.c tests/fuzz/*.c)
 
@@ -245,7 +250,8 @@ install: all
 	install -m 0644 man/mailspliced.8 $(DESTDIR)$(MANDIR)/man8/mailspliced.8
 	install -m 0644 man/mailsplice.toml.5 $(DESTDIR)$(MANDIR)/man5/mailsplice.toml.5
 	install -m 0644 conf/dovecot-postfix-to-stalwart.toml conf/stalwart-to-stalwart.toml \
-		conf/mappings.tsv conf/dovecot-postfix-trust.conf $(DESTDIR)$(DOCDIR)/examples/
+		conf/mappings.tsv conf/dovecot-postfix-trust.conf conf/fleet-node1.toml \
+		conf/fleet-node2.toml conf/mailsplice-postgres.sql $(DESTDIR)$(DOCDIR)/examples/
 	install -m 0644 docs/configuration.md docs/admin-api.md docs/datapath.md docs/cutover.md \
 		$(DESTDIR)$(DOCDIR)/
 	sed -e 's|/usr/sbin/mailspliced|$(SBINDIR)/mailspliced|g' \

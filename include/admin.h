@@ -12,6 +12,7 @@
 #include <event2/event.h>
 #include <openssl/ssl.h>
 
+#include "bus.h"
 #include "config.h"
 #include "mapping.h"
 
@@ -22,6 +23,8 @@ struct admin_hooks {
 	bool (*reload_config)(char *msg, size_t len);
 	/* re-read the mapping file; NULL: router_reload() directly */
 	bool (*reload_mappings)(char *msg, size_t len);
+	/* the fleet: changes are sent to every node sharing the store */
+	struct bus *bus;
 };
 
 /* Bind [admin] bind and serve on base (the main thread's loop). tls: the

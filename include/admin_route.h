@@ -22,6 +22,7 @@ enum admin_endpoint {
 	ADMIN_CONNECTIONS_KICK,
 	ADMIN_CONNECTIONS_DELAY,
 	ADMIN_CONFIG_RELOAD,
+	ADMIN_ACCOUNTS_MOVE,
 	ADMIN_UNKNOWN, /* no such path: 404 once authenticated */
 	ADMIN_ENDPOINTS,
 };

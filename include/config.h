@@ -201,6 +201,14 @@ struct config {
 	uint64_t positive_ttl_ms, negative_ttl_ms, lookup_timeout_ms;
 	size_t cache_max_entries;
 	char *mapping_file;
+	/* [mapping.redis] / [mapping.sql]: the remote store of source */
+	char *store_url;
+	char *redis_key_prefix;
+	char *sql_query, *sql_upsert_query, *sql_delete_query;
+	char *bus_channel; /* Redis: key_prefix + "events"; sql: [mapping.sql] channel */
+	unsigned store_pool_size;
+	/* [server] node_name: this node on the fleet bus */
+	char *node_name;
 
 	/* [destination.*], [listener.*] */
 	struct cfg_destination *dests;

@@ -102,6 +102,8 @@ struct mapping_cache {
 enum route_status {
 	ROUTE_MAPPED,  /* the store names a destination */
 	ROUTE_DEFAULT, /* no entry: the default destination */
+	ROUTE_PENDING, /* asked a remote store: the callback will tell */
+	ROUTE_FAILED,  /* the store could not answer: a temporary error, never the default */
 };
 
 struct route {
@@ -110,40 +112,80 @@ struct route {
 	bool cached;
 };
 
+struct store;
+struct store_loop;
+struct route_lookup;
+
 struct router {
 	pthread_rwlock_t lock; /* store */
 	pthread_mutex_t cache_lock;
 	pthread_mutex_t write_lock; /* serialises file writes */
-	struct mapping_file file;
+	struct mapping_file file;   /* the file store; dest_names also for remote ones */
 	struct mapping_cache cache;
 	int default_dest;
 	uint64_t (*clock_ms)(void); /* now_ms; tests substitute their own */
+	/* a remote store (NULL: the file). Every invalidation bumps epoch
+	 * (under cache_lock): a lookup that was on the wire meanwhile answers
+	 * its login but does not fill the cache with what may be stale. */
+	struct store *store;
+	uint64_t epoch;
+	uint64_t lookup_timeout_ms;
 };
 
 bool router_init(struct router *r, const char *path, const struct account_rules *rules,
                  const char *const *dest_names, size_t n_dests, int default_dest,
                  uint64_t positive_ttl_ms, uint64_t negative_ttl_ms, size_t cache_max, char *err,
                  size_t errlen);
+/* The same in front of a remote store (which the caller owns). */
+void router_init_remote(struct router *r, struct store *st, const struct account_rules *rules,
+                        const char *const *dest_names, size_t n_dests, int default_dest,
+                        uint64_t positive_ttl_ms, uint64_t negative_ttl_ms, size_t cache_max,
+                        uint64_t lookup_timeout_ms);
 void router_free(struct router *r);
 
+/* File store: answers at once (ROUTE_MAPPED or ROUTE_DEFAULT). */
 enum route_status router_lookup(struct router *r, const char *account, struct route *out);
 /* Store lookup only, bypassing (and not filling) the cache. */
 enum route_status router_peek(struct router *r, const char *account, struct route *out,
                               bool *in_cache);
+
+/*
+ * Any store, on the calling thread's loop (sl: that loop's store
+ * connections, NULL for the file store). Answered now from the cache or
+ * the file: ROUTE_MAPPED/ROUTE_DEFAULT with *out filled. A remote store
+ * that cannot be asked: ROUTE_FAILED and *why. Otherwise ROUTE_PENDING,
+ * *pending set, and done runs later on this loop, exactly once, within
+ * lookup_timeout, unless route_lookup_cancel(*pending) is called first.
+ * ROUTE_PEEK: ask the store even when the cache has the answer, and leave
+ * the cache alone (GET /mappings).
+ */
+#define ROUTE_PEEK 1u
+typedef void (*route_done_fn)(void *arg, enum route_status st, const struct route *route,
+                              const char *why);
+enum route_status router_resolve(struct router *r, struct store_loop *sl, const char *account,
+                                 unsigned flags, struct route *out, route_done_fn done, void *arg,
+                                 struct route_lookup **pending, const char **why);
+void route_lookup_cancel(struct route_lookup *lk);
+/* Index of a destination name, -1 if the configuration has none such. */
+int router_dest_index(const struct router *r, const char *name, size_t len);
 
 /* Persist, then drop the account's cache entry. dest < 0 removes. */
 bool router_set(struct router *r, const char *account, int dest, bool *existed, char *err,
                 size_t errlen);
 /* Re-read the store; flush the cache entries whose answer changed. On a
  * read error the previous table stays in force. *flushed counts the cache
- * entries dropped. */
+ * entries dropped. A remote store has nothing to re-read: the whole cache
+ * is dropped. */
 bool router_reload(struct router *r, size_t *entries, size_t *flushed, char *err, size_t errlen);
 /* Drop one account's entry (true if there was one) or, with NULL, all. */
 size_t router_invalidate(struct router *r, const char *account);
+/* Whether the cache holds a live answer for account. */
+bool router_cached(struct router *r, const char *account);
 
 struct router_stats {
 	uint64_t hits, misses;
 	size_t entries, mappings;
+	bool remote; /* mappings is unknown: a remote store */
 };
 void router_stats(struct router *r, struct router_stats *st);
 

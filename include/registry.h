@@ -49,6 +49,9 @@ void registry_update(struct live_session *ls, void (*fn)(struct live_session *, 
 /* Post a kick to every live session of account (canonical form); NULL
  * destination = any. Returns how many were asked to close. */
 size_t registry_kick(const char *account, const char *destination);
+/* The same for the sessions that are not on destination (a move): those
+ * still logging in, whose destination is not known yet, included. */
+size_t registry_kick_except(const char *account, const char *destination);
 size_t registry_count(void);
 /* Live sessions, and how many of them are relayed (for the service
  * manager's status line: one walk of the list under the lock). */

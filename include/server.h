@@ -22,6 +22,8 @@
 #include "tls.h"
 
 struct session;
+struct store;
+struct store_loop;
 
 struct worker {
 	struct server *srv;
@@ -34,8 +36,9 @@ struct worker {
 	size_t n_listeners;
 	struct session *sessions; /* list of live sessions */
 	size_t n_sessions;
-	struct event *cmd_ev; /* commands from the main thread */
-	atomic_int cmd;       /* enum worker_cmd */
+	struct event *cmd_ev;     /* commands from the main thread */
+	atomic_int cmd;           /* enum worker_cmd */
+	struct store_loop *store; /* this loop's mapping store connections, NULL: file */
 };
 
 enum worker_cmd {
@@ -47,6 +50,7 @@ enum worker_cmd {
 struct server {
 	struct config *cfg;
 	struct router router;
+	struct store *store;    /* a remote mapping store (Redis, SQL), NULL for the file */
 	struct tls_server *tls; /* NULL if no certificates */
 	SSL_CTX **dest_ctx;     /* per destination; NULL if no TLS leg */
 	struct tls_client_opts *dest_opts;

@@ -115,7 +115,8 @@ struct session {
 	const struct cfg_destination *d;
 	const struct cfg_endpoint *ep;
 	bool routed_to_default;
-	uint64_t hold_since_ms; /* when a /connections/delay hold first held this login */
+	uint64_t hold_since_ms;      /* when a /connections/delay hold first held this login */
+	struct route_lookup *lookup; /* a remote mapping store's answer being awaited */
 
 	/* backend connect */
 	struct sockaddr_storage *addrs;

@@ -11,12 +11,12 @@ APT="apt-get -o DPkg::Lock::Timeout=600 -y -q"
 # build
 PKGS="make gcc libc6-dev pkg-config clang llvm clang-format
  libbpf-dev bpftool libssl-dev openssl libevent-dev libjansson-dev
- libnl-3-dev libnl-idiag-3-dev libcap-dev libsystemd-dev"
+ libnl-3-dev libnl-idiag-3-dev libcap-dev libsystemd-dev libhiredis-dev libpq-dev"
 # tests: real backends and real clients
 PKGS="$PKGS libcmocka-dev python3 python3-pytest
  dovecot-core dovecot-imapd dovecot-pop3d dovecot-managesieved dovecot-sieve
  dovecot-lmtpd postfix swaks sieve-connect curl ca-certificates bsdutils
- iproute2 procps valgrind groff-base"
+ iproute2 procps valgrind groff-base redis-server redis-tools postgresql"
 # vmtest: QEMU, a static busybox for the initramfs, kernel unpacking
 PKGS="$PKGS qemu-system-x86 busybox-static kmod cpio file xz-utils zstd lz4"
 # fuzzing, benchmarks, packaging
@@ -27,7 +27,7 @@ PKGS="$PKGS libclang-rt-14-dev nginx libnginx-mod-mail haproxy gnuplot-nox
 # absent, which is what the tests want (they always pass their own -c DIR).
 echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
 
-# Keep the packaged daemons (dovecot, postfix, nginx, haproxy) from starting on
+# Keep the packaged daemons (dovecot, postfix, nginx, haproxy, redis, postgresql) from starting on
 # the public ports during installation: the tests start their own instances.
 policy=/usr/sbin/policy-rc.d
 made_policy=
@@ -44,7 +44,7 @@ $APT install --no-install-recommends $PKGS
 
 # On a host where systemd started them anyway, stop and disable them.
 if [ -d /run/systemd/system ]; then
-	for s in dovecot postfix nginx haproxy; do
+	for s in dovecot postfix nginx haproxy redis-server postgresql; do
 		systemctl disable --now "$s" >/dev/null 2>&1 || true
 	done
 fi

@@ -26,6 +26,7 @@
 #include <jansson.h>
 #include <openssl/err.h>
 
+#include "admin_internal.h"
 #include "admin_lockout.h"
 #include "admin_query.h"
 #include "admin_route.h"
@@ -34,6 +35,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "registry.h"
+#include "store.h"
 #include "util.h"
 
 #define LOCKOUT_SLOTS     4096 /* client addresses tracked at once */
@@ -51,18 +53,6 @@ static struct {
 	struct admin_hooks hooks;
 	struct admin_lockout lockout;
 } A;
-
-/* One request being answered. */
-struct request {
-	struct evhttp_request *req;
-	enum admin_endpoint ep;
-	char client[64];
-	const char *query; /* after '?', or NULL */
-	/* the body, when it carries parameters: a form or a JSON object */
-	char *form;
-	size_t form_len;
-	json_t *json;
-};
 
 /* ---- replies ---- */
 
@@ -90,7 +80,7 @@ static const char *reason(int code)
 	}
 }
 
-static void send_body(struct request *r, int code, const char *type, struct evbuffer *b)
+static void send_body(struct admin_request *r, int code, const char *type, struct evbuffer *b)
 {
 	evhttp_add_header(evhttp_request_get_output_headers(r->req), "Content-Type", type);
 	metrics_admin_request(r->ep, code);
@@ -99,7 +89,7 @@ static void send_body(struct request *r, int code, const char *type, struct evbu
 
 /* text/plain replies end with a newline, as the peer's do, so that curl
  * output stays on its own line */
-static void reply_text(struct request *r, int code, const char *text)
+void admin_reply_text(struct admin_request *r, int code, const char *text)
 {
 	struct evbuffer *b = evbuffer_new();
 
@@ -112,7 +102,7 @@ static void reply_text(struct request *r, int code, const char *text)
 	evbuffer_free(b);
 }
 
-static void reply_json(struct request *r, int code, json_t *j)
+void admin_reply_json(struct admin_request *r, int code, json_t *j)
 {
 	char *s = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
 	struct evbuffer *b = evbuffer_new();
@@ -122,7 +112,7 @@ static void reply_json(struct request *r, int code, json_t *j)
 		free(s);
 		if (b)
 			evbuffer_free(b);
-		reply_text(r, 500, "internal error");
+		admin_reply_text(r, 500, "internal error");
 		return;
 	}
 	evbuffer_add_printf(b, "%s\n", s);
@@ -131,13 +121,13 @@ static void reply_json(struct request *r, int code, json_t *j)
 	evbuffer_free(b);
 }
 
-static void method_not_allowed(struct request *r)
+static void method_not_allowed(struct admin_request *r)
 {
 	char allow[64];
 
 	evhttp_add_header(evhttp_request_get_output_headers(r->req), "Allow",
 	                  admin_allow_header(r->ep, allow, sizeof(allow)));
-	reply_text(r, 405, "method not allowed");
+	admin_reply_text(r, 405, "method not allowed");
 }
 
 /* ---- auth ---- */
@@ -160,7 +150,7 @@ static bool token_ok(struct evhttp_request *req)
 
 /* ---- parameters: query string first, then a form or JSON body ---- */
 
-static void body_load(struct request *r)
+static void body_load(struct admin_request *r)
 {
 	struct evbuffer *in = evhttp_request_get_input_buffer(r->req);
 	size_t len = evbuffer_get_length(in);
@@ -195,7 +185,8 @@ static void body_load(struct request *r)
  * The value of key, or NULL when absent or empty. A value that cannot be
  * used (a NUL byte, longer than PARAM_MAX) answers 400 and sets *failed.
  */
-static const char *param(struct request *r, const char *key, char *buf, size_t len, bool *failed)
+const char *admin_param(struct admin_request *r, const char *key, char *buf, size_t len,
+                        bool *failed)
 {
 	enum query_get q = QUERY_ABSENT;
 
@@ -213,7 +204,7 @@ static const char *param(struct request *r, const char *key, char *buf, size_t l
 	if (q == QUERY_INVALID) {
 		char msg[128];
 		snprintf(msg, sizeof(msg), "invalid %s", key);
-		reply_text(r, 400, msg);
+		admin_reply_text(r, 400, msg);
 		*failed = true;
 		return NULL;
 	}
@@ -222,8 +213,8 @@ static const char *param(struct request *r, const char *key, char *buf, size_t l
 
 /* ---- the endpoints ---- */
 
-static void log_change(struct request *r, const char *action, const char *account, const char *dest,
-                       const char *result)
+void admin_log_change(struct admin_request *r, const char *action, const char *account,
+                      const char *dest, const char *result)
 {
 	struct logbuf lb;
 
@@ -240,7 +231,7 @@ static void log_change(struct request *r, const char *action, const char *accoun
 
 /* identifier -> canonical account, or a 400 already sent. Identifiers are
  * echoed in JSON, so they must be UTF-8. */
-static bool canonical(struct request *r, const char *ident, char *out, size_t len)
+bool admin_canonical(struct admin_request *r, const char *ident, char *out, size_t len)
 {
 	json_t *probe = json_string(ident);
 	const char *bad = probe ? account_canonical(&A.cfg->rules, ident, strlen(ident), out, len)
@@ -251,139 +242,185 @@ static bool canonical(struct request *r, const char *ident, char *out, size_t le
 	if (!bad)
 		return true;
 	snprintf(msg, sizeof(msg), "invalid identifier: %s", bad);
-	reply_text(r, 400, msg);
+	admin_reply_text(r, 400, msg);
 	return false;
 }
 
-static void get_stats(struct request *r)
+static void get_stats(struct admin_request *r)
 {
 	struct router_stats rs;
 
 	router_stats(A.router, &rs);
 	uint64_t total = rs.hits + rs.misses;
 	double rate = total ? 100.0 * (double)rs.hits / (double)total : 0.0;
-	reply_json(r, 200,
-	           json_pack("{s:I, s:I, s:f, s:I, s:I, s:I}", "cache_hits", (json_int_t)rs.hits,
-	                     "cache_misses", (json_int_t)rs.misses, "hit_rate_pct", rate,
-	                     "cache_entries", (json_int_t)rs.entries, "active_connections",
-	                     (json_int_t)registry_count(), "mappings", (json_int_t)rs.mappings));
+	json_t *j = json_pack("{s:I, s:I, s:f, s:I, s:I}", "cache_hits", (json_int_t)rs.hits,
+	                      "cache_misses", (json_int_t)rs.misses, "hit_rate_pct", rate,
+	                      "cache_entries", (json_int_t)rs.entries, "active_connections",
+	                      (json_int_t)registry_count());
+	if (j && !rs.remote)
+		json_object_set_new(j, "mappings", json_integer((json_int_t)rs.mappings));
+	if (j && fleet_remote()) {
+		json_t *f = fleet_status_json();
+		json_object_update(j, f);
+		json_decref(f);
+	}
+	admin_reply_json(r, 200, j);
 }
 
-static void get_metrics(struct request *r)
+static void get_metrics(struct admin_request *r)
 {
 	struct router_stats rs;
 	struct evbuffer *b = evbuffer_new();
 
 	if (!b) {
-		reply_text(r, 500, "internal error");
+		admin_reply_text(r, 500, "internal error");
 		return;
 	}
 	router_stats(A.router, &rs);
 	/* count this scrape before writing, so it sees itself */
 	metrics_admin_request(r->ep, 200);
 	metrics_write(b, A.cfg->dest_names, A.cfg->n_dests, &rs, now_ms());
+	if (A.router->store)
+		store_metrics_write(A.router->store, b);
 	evhttp_add_header(evhttp_request_get_output_headers(r->req), "Content-Type",
 	                  "text/plain; version=0.0.4; charset=utf-8");
 	evhttp_send_reply(r->req, 200, "OK", b);
 	evbuffer_free(b);
 }
 
-static void reset_destination(struct request *r)
+static void reset_destination(struct admin_request *r)
 {
 	char dbuf[PARAM_MAX];
 	bool failed = false;
-	const char *d = param(r, "destination", dbuf, sizeof(dbuf), &failed);
+	const char *d = admin_param(r, "destination", dbuf, sizeof(dbuf), &failed);
 	int di;
 
 	if (failed)
 		return;
 	if (!d) {
-		reply_text(r, 400, "destination required");
+		admin_reply_text(r, 400, "destination required");
 	} else if ((di = config_dest_index(A.cfg, d)) < 0) {
-		reply_text(r, 404, "unknown destination");
+		admin_reply_text(r, 404, "unknown destination");
 	} else {
 		health_reset((size_t)di);
-		log_change(r, "destination-reset", NULL, d, "ok");
-		reply_text(r, 200, "ok");
+		admin_log_change(r, "destination-reset", NULL, d, "ok");
+		admin_reply_text(r, 200, "ok");
 	}
 }
 
-static void get_mapping(struct request *r, const char *ident)
+static void get_mapping(struct admin_request *r, const char *ident)
 {
 	char account[ACCOUNT_MAX + 1];
 	struct route route;
 	bool cached = false;
 
 	if (!ident) {
-		reply_text(r, 400, "identifier required");
+		admin_reply_text(r, 400, "identifier required");
 		return;
 	}
-	if (!canonical(r, ident, account, sizeof(account)))
+	if (!admin_canonical(r, ident, account, sizeof(account)))
 		return;
 	router_peek(A.router, account, &route, &cached);
-	reply_json(r, 200,
-	           json_pack("{s:s, s:s, s:s, s:b, s:b}", "identifier", ident, "normalized",
-	                     account, "destination", A.cfg->dests[route.dest].name,
-	                     "routed_to_default", route.routed_to_default, "cached", cached));
+	admin_reply_json(r, 200,
+	                 json_pack("{s:s, s:s, s:s, s:b, s:b}", "identifier", ident, "normalized",
+	                           account, "destination", A.cfg->dests[route.dest].name,
+	                           "routed_to_default", route.routed_to_default, "cached", cached));
 }
 
-static void put_mapping(struct request *r, const char *ident, const char *dest)
+static void put_mapping(struct admin_request *r, const char *ident, const char *dest)
 {
 	char account[ACCOUNT_MAX + 1], err[512];
 	bool existed = false;
 
 	if (!ident || !dest) {
-		reply_text(r, 400, "identifier and destination required");
+		admin_reply_text(r, 400, "identifier and destination required");
 		return;
 	}
 	int di = config_dest_index(A.cfg, dest);
 	if (di < 0) {
-		reply_text(r, 400, "unknown destination");
+		admin_reply_text(r, 400, "unknown destination");
 		return;
 	}
-	if (!canonical(r, ident, account, sizeof(account)))
+	if (!admin_canonical(r, ident, account, sizeof(account)))
 		return;
 	if (!router_set(A.router, account, di, &existed, err, sizeof(err))) {
-		log_change(r, "mapping-put", account, dest, err);
-		reply_text(r, 500, "upsert failed");
+		admin_log_change(r, "mapping-put", account, dest, err);
+		admin_reply_text(r, 500, "upsert failed");
 		return;
 	}
-	log_change(r, "mapping-put", account, dest, existed ? "updated" : "created");
-	reply_text(r, 200, "ok");
+	admin_log_change(r, "mapping-put", account, dest, existed ? "updated" : "created");
+	admin_reply_text(r, 200, "ok");
 }
 
-static void delete_mapping(struct request *r, const char *ident)
+static void delete_mapping(struct admin_request *r, const char *ident)
 {
 	char account[ACCOUNT_MAX + 1], err[512];
 	bool existed = false;
 
 	if (!ident) {
-		reply_text(r, 400, "identifier required");
+		admin_reply_text(r, 400, "identifier required");
 		return;
 	}
-	if (!canonical(r, ident, account, sizeof(account)))
+	if (!admin_canonical(r, ident, account, sizeof(account)))
 		return;
 	if (!router_set(A.router, account, -1, &existed, err, sizeof(err))) {
-		log_change(r, "mapping-delete", account, NULL, err);
-		reply_text(r, 500, "remove failed");
+		admin_log_change(r, "mapping-delete", account, NULL, err);
+		admin_reply_text(r, 500, "remove failed");
 		return;
 	}
-	log_change(r, "mapping-delete", account, NULL, existed ? "removed" : "absent");
-	reply_text(r, 200, existed ? "removed" : "absent");
+	admin_log_change(r, "mapping-delete", account, NULL, existed ? "removed" : "absent");
+	admin_reply_text(r, 200, existed ? "removed" : "absent");
 }
 
-static void mappings(struct request *r, unsigned method)
+/* The same requests as below, against a remote store: answered once the
+ * store (and, for writes, the fleet) has them. */
+static void remote_mappings(struct admin_request *r, unsigned method, const char *ident, char *dbuf,
+                            size_t dlen)
+{
+	char account[ACCOUNT_MAX + 1];
+	bool failed = false;
+	const char *dest = NULL;
+
+	if (method == ADMIN_PUT) {
+		dest = admin_param(r, "destination", dbuf, dlen, &failed);
+		if (failed)
+			return;
+		if (!ident || !dest) {
+			admin_reply_text(r, 400, "identifier and destination required");
+			return;
+		}
+		if (config_dest_index(A.cfg, dest) < 0) {
+			admin_reply_text(r, 400, "unknown destination");
+			return;
+		}
+	} else if (!ident) {
+		admin_reply_text(r, 400, "identifier required");
+		return;
+	}
+	if (!admin_canonical(r, ident, account, sizeof(account)))
+		return;
+	if (method == ADMIN_GET)
+		fleet_get_mapping(r, ident, account);
+	else
+		fleet_write_mapping(r, account, method == ADMIN_PUT ? dest : NULL);
+}
+
+static void mappings(struct admin_request *r, unsigned method)
 {
 	char ibuf[PARAM_MAX], dbuf[PARAM_MAX];
 	bool failed = false;
-	const char *ident = param(r, "identifier", ibuf, sizeof(ibuf), &failed);
+	const char *ident = admin_param(r, "identifier", ibuf, sizeof(ibuf), &failed);
 
 	if (failed)
 		return;
+	if (fleet_remote()) {
+		remote_mappings(r, method, ident, dbuf, sizeof(dbuf));
+		return;
+	}
 	if (method == ADMIN_GET) {
 		get_mapping(r, ident);
 	} else if (method == ADMIN_PUT) {
-		const char *dest = param(r, "destination", dbuf, sizeof(dbuf), &failed);
+		const char *dest = admin_param(r, "destination", dbuf, sizeof(dbuf), &failed);
 		if (!failed)
 			put_mapping(r, ident, dest);
 	} else {
@@ -391,7 +428,7 @@ static void mappings(struct request *r, unsigned method)
 	}
 }
 
-static void reload_mappings(struct request *r)
+static void reload_mappings(struct admin_request *r)
 {
 	char msg[1200];
 	bool ok;
@@ -405,67 +442,70 @@ static void reload_mappings(struct request *r)
 			snprintf(msg, sizeof(msg), "%zu entries, %zu cache entries flushed",
 			         entries, flushed);
 	}
-	log_change(r, "mappings-reload", NULL, NULL, msg);
+	admin_log_change(r, "mappings-reload", NULL, NULL, msg);
 	if (ok)
-		reply_text(r, 200, "reloaded");
+		admin_reply_text(r, 200, "reloaded");
 	else
-		reply_text(r, 500, "reload failed");
+		admin_reply_text(r, 500, "reload failed");
 }
 
-static void invalidate(struct request *r)
+static void invalidate(struct admin_request *r)
 {
 	char ibuf[PARAM_MAX], account[ACCOUNT_MAX + 1];
 	bool failed = false;
-	const char *ident = param(r, "identifier", ibuf, sizeof(ibuf), &failed);
+	const char *ident = admin_param(r, "identifier", ibuf, sizeof(ibuf), &failed);
 
-	if (failed || (ident && !canonical(r, ident, account, sizeof(account))))
+	if (failed || (ident && !admin_canonical(r, ident, account, sizeof(account))))
 		return;
+	if (bus_enabled(A.hooks.bus)) {
+		fleet_invalidate(r, ident ? account : NULL);
+		return;
+	}
 	size_t n = router_invalidate(A.router, ident ? account : NULL);
 	char result[64];
 	snprintf(result, sizeof(result), "ok entries=%zu", n);
-	log_change(r, "cache-invalidate", ident ? account : "*", NULL, result);
-	reply_text(r, 200, "ok");
+	admin_log_change(r, "cache-invalidate", ident ? account : "*", NULL, result);
+	admin_reply_text(r, 200, "ok");
 }
 
-static void sessions(struct request *r)
+static void sessions(struct admin_request *r)
 {
 	char ibuf[PARAM_MAX], account[ACCOUNT_MAX + 1];
 	bool failed = false;
-	const char *ident = param(r, "identifier", ibuf, sizeof(ibuf), &failed);
+	const char *ident = admin_param(r, "identifier", ibuf, sizeof(ibuf), &failed);
 
-	if (failed || (ident && !canonical(r, ident, account, sizeof(account))))
+	if (failed || (ident && !admin_canonical(r, ident, account, sizeof(account))))
 		return;
-	reply_json(r, 200, json_pack("{s:o}", "sessions", registry_list(ident ? account : NULL)));
+	admin_reply_json(r, 200,
+	                 json_pack("{s:o}", "sessions", registry_list(ident ? account : NULL)));
 }
 
-static void kick(struct request *r)
+static void kick(struct admin_request *r)
 {
-	char ibuf[PARAM_MAX], dbuf[PARAM_MAX], account[ACCOUNT_MAX + 1], msg[64];
+	char ibuf[PARAM_MAX], dbuf[PARAM_MAX], account[ACCOUNT_MAX + 1];
 	bool failed = false;
-	const char *ident = param(r, "identifier", ibuf, sizeof(ibuf), &failed);
-	const char *dest = failed ? NULL : param(r, "destination", dbuf, sizeof(dbuf), &failed);
+	const char *ident = admin_param(r, "identifier", ibuf, sizeof(ibuf), &failed);
+	const char *dest =
+	        failed ? NULL : admin_param(r, "destination", dbuf, sizeof(dbuf), &failed);
 
 	if (failed)
 		return;
 	if (!ident) {
-		reply_text(r, 400, "identifier required");
+		admin_reply_text(r, 400, "identifier required");
 		return;
 	}
-	if (!canonical(r, ident, account, sizeof(account)))
+	if (!admin_canonical(r, ident, account, sizeof(account)))
 		return;
 	if (dest && config_dest_index(A.cfg, dest) < 0) {
-		reply_text(r, 400, "unknown destination");
+		admin_reply_text(r, 400, "unknown destination");
 		return;
 	}
 	/* graceful=1 is accepted and changes nothing: sessions still logging
 	 * in always get the protocol's goodbye, relayed ones are closed
 	 * without one, because a goodbye written into a relayed stream could
-	 * land inside a response */
-	size_t n = registry_kick(account, dest);
-	metrics_kicks(n);
-	snprintf(msg, sizeof(msg), "kicked %zu", n);
-	log_change(r, "kick", account, dest, msg);
-	reply_text(r, 200, msg);
+	 * land inside a response. With a shared store every node kicks, and
+	 * the count is the fleet's. */
+	fleet_kick(r, account, dest);
 }
 
 /* seconds as the peer reads them: a non-negative decimal integer */
@@ -484,54 +524,81 @@ static bool parse_seconds(const char *s, uint64_t *out)
 	return true;
 }
 
-static void delay(struct request *r)
+static void delay(struct admin_request *r)
 {
 	char ibuf[PARAM_MAX], sbuf[PARAM_MAX], account[ACCOUNT_MAX + 1];
 	bool failed = false;
-	const char *ident = param(r, "identifier", ibuf, sizeof(ibuf), &failed);
-	const char *secs = failed ? NULL : param(r, "seconds", sbuf, sizeof(sbuf), &failed);
+	const char *ident = admin_param(r, "identifier", ibuf, sizeof(ibuf), &failed);
+	const char *secs = failed ? NULL : admin_param(r, "seconds", sbuf, sizeof(sbuf), &failed);
 	uint64_t seconds;
 
 	if (failed)
 		return;
 	if (!ident || !secs) {
-		reply_text(r, 400, "identifier and seconds required");
+		admin_reply_text(r, 400, "identifier and seconds required");
 		return;
 	}
 	if (!parse_seconds(secs, &seconds)) {
-		reply_text(r, 400, "invalid seconds");
+		admin_reply_text(r, 400, "invalid seconds");
 		return;
 	}
-	if (!canonical(r, ident, account, sizeof(account)))
+	if (!admin_canonical(r, ident, account, sizeof(account)))
 		return;
+	if (bus_enabled(A.hooks.bus)) {
+		fleet_delay(r, account, seconds, secs);
+		return;
+	}
 	if (!holds_set(account, seconds, now_ms())) {
-		log_change(r, "delay", account, NULL, "table full");
-		reply_text(r, 500, "too many holds");
+		admin_log_change(r, "delay", account, NULL, "table full");
+		admin_reply_text(r, 500, "too many holds");
 		return;
 	}
-	log_change(r, "delay", account, NULL, seconds ? secs : "lifted");
-	reply_text(r, 200, "ok");
+	admin_log_change(r, "delay", account, NULL, seconds ? secs : "lifted");
+	admin_reply_text(r, 200, "ok");
 }
 
-static void reload_config(struct request *r)
+static void move(struct admin_request *r)
+{
+	char ibuf[PARAM_MAX], dbuf[PARAM_MAX], account[ACCOUNT_MAX + 1];
+	bool failed = false;
+	const char *ident = admin_param(r, "identifier", ibuf, sizeof(ibuf), &failed);
+	const char *dest =
+	        failed ? NULL : admin_param(r, "destination", dbuf, sizeof(dbuf), &failed);
+
+	if (failed)
+		return;
+	if (!ident || !dest) {
+		admin_reply_text(r, 400, "identifier and destination required");
+		return;
+	}
+	if (config_dest_index(A.cfg, dest) < 0) {
+		admin_reply_text(r, 400, "unknown destination");
+		return;
+	}
+	if (!admin_canonical(r, ident, account, sizeof(account)))
+		return;
+	fleet_move(r, ident, account, dest);
+}
+
+static void reload_config(struct admin_request *r)
 {
 	char msg[1200], text[1300];
 
 	if (!A.hooks.reload_config) {
-		reply_text(r, 503, "config reload not available");
+		admin_reply_text(r, 503, "config reload not available");
 		return;
 	}
 	bool ok = A.hooks.reload_config(msg, sizeof(msg));
-	log_change(r, "config-reload", NULL, NULL, ok ? "ok" : msg);
+	admin_log_change(r, "config-reload", NULL, NULL, ok ? "ok" : msg);
 	if (ok) {
-		reply_json(r, 200, json_pack("{s:b, s:s}", "reloaded", 1, "note", msg));
+		admin_reply_json(r, 200, json_pack("{s:b, s:s}", "reloaded", 1, "note", msg));
 	} else {
 		snprintf(text, sizeof(text), "reload failed: %s", msg);
-		reply_text(r, 400, text);
+		admin_reply_text(r, 400, text);
 	}
 }
 
-static void dispatch(struct request *r, unsigned method)
+static void dispatch(struct admin_request *r, unsigned method)
 {
 	switch (r->ep) {
 	case ADMIN_STATS:
@@ -541,9 +608,10 @@ static void dispatch(struct request *r, unsigned method)
 		get_metrics(r);
 		break;
 	case ADMIN_DESTINATIONS:
-		reply_json(r, 200,
-		           json_pack("{s:o}", "destinations",
-		                     health_json(A.cfg->dest_names, A.cfg->n_dests, now_ms())));
+		admin_reply_json(
+		        r, 200,
+		        json_pack("{s:o}", "destinations",
+		                  health_json(A.cfg->dest_names, A.cfg->n_dests, now_ms())));
 		break;
 	case ADMIN_DESTINATIONS_RESET:
 		reset_destination(r);
@@ -569,10 +637,13 @@ static void dispatch(struct request *r, unsigned method)
 	case ADMIN_CONFIG_RELOAD:
 		reload_config(r);
 		break;
+	case ADMIN_ACCOUNTS_MOVE:
+		move(r);
+		break;
 	case ADMIN_HEALTHZ:
 	case ADMIN_UNKNOWN:
 	case ADMIN_ENDPOINTS:
-		reply_text(r, 404, "not found");
+		admin_reply_text(r, 404, "not found");
 		break;
 	}
 }
@@ -601,7 +672,7 @@ static void handle(struct evhttp_request *req, void *arg)
 	uint64_t now = now_ms();
 	char *peer = NULL;
 	ev_uint16_t port = 0;
-	struct request r = {.req = req};
+	struct admin_request r = {.req = req};
 
 	/* evhttp falls back to a plain socket when the TLS bufferevent could
 	 * not be made (out of memory): never serve the API in the clear */
@@ -616,12 +687,12 @@ static void handle(struct evhttp_request *req, void *arg)
 	r.query = uri ? evhttp_uri_get_query(uri) : NULL;
 
 	if (admin_lockout_is_locked(&A.lockout, r.client, now)) {
-		reply_text(&r, 429, "locked out");
+		admin_reply_text(&r, 429, "locked out");
 		return;
 	}
 	if (!admin_needs_token(r.ep)) {
 		if (method & admin_endpoint_methods(r.ep))
-			reply_text(&r, 200, "ok");
+			admin_reply_text(&r, 200, "ok");
 		else
 			method_not_allowed(&r);
 		return;
@@ -632,13 +703,13 @@ static void handle(struct evhttp_request *req, void *arg)
 			        (unsigned long long)A.cfg->admin_lockout_duration_ms);
 		log_msg(LOG_WARN, "admin-unauthorized", "client=%s endpoint=%s", r.client,
 		        admin_endpoint_name(r.ep));
-		reply_text(&r, 401, "unauthorized");
+		admin_reply_text(&r, 401, "unauthorized");
 		return;
 	}
 	admin_lockout_success(&A.lockout, r.client);
 
 	if (r.ep == ADMIN_UNKNOWN) {
-		reply_text(&r, 404, "not found");
+		admin_reply_text(&r, 404, "not found");
 		return;
 	}
 	if (!(method & admin_endpoint_methods(r.ep))) {
@@ -736,6 +807,7 @@ bool admin_start(struct event_base *base, const struct config *cfg, struct route
 	}
 	admin_lockout_init(&A.lockout, cfg->admin_lockout_threshold, cfg->admin_lockout_duration_ms,
 	                   LOCKOUT_SLOTS);
+	fleet_init(cfg, router, A.hooks.bus);
 	evhttp_set_bevcb(A.http, make_bev, NULL);
 	evhttp_set_max_headers_size(A.http, MAX_HEADERS_SIZE);
 	evhttp_set_max_body_size(A.http, MAX_BODY_SIZE);
@@ -753,6 +825,7 @@ bool admin_start(struct event_base *base, const struct config *cfg, struct route
 
 void admin_stop(void)
 {
+	fleet_stop();
 	if (A.http) {
 		evhttp_free(A.http);
 		A.http = NULL;

@@ -22,6 +22,7 @@ static const struct {
         [ADMIN_CONNECTIONS_KICK] = {"/connections/kick", ADMIN_POST},
         [ADMIN_CONNECTIONS_DELAY] = {"/connections/delay", ADMIN_POST},
         [ADMIN_CONFIG_RELOAD] = {"/config/reload", ADMIN_POST},
+        [ADMIN_ACCOUNTS_MOVE] = {"/accounts/move", ADMIN_POST},
         [ADMIN_UNKNOWN] = {"other", 0},
 };
 

@@ -23,7 +23,9 @@
 
 #include <openssl/ssl.h>
 
+#include "bus.h"
 #include "log.h"
+#include "store.h"
 #include "tls.h"
 #include "toml.h"
 
@@ -407,6 +409,7 @@ static void load_server(struct loader *l, const struct toml_value *root)
 	                                   "user",
 	                                   "group",
 	                                   "kernel_queue_limit",
+	                                   "node_name",
 	                                   NULL};
 	static const char *const data_paths[] = {"auto", "sockmap", "splice", "userspace", NULL};
 	const struct toml_value *t = get_table(l, root, "", "server");
@@ -461,6 +464,19 @@ static void load_server(struct loader *l, const struct toml_value *root)
 	 * the sender is stopped (docs/datapath.md) */
 	c->kernel_queue_limit = (uint32_t)get_int(l, t, "server", "kernel_queue_limit", 4 << 20,
 	                                          64 * 1024, 256 << 20);
+	/* the default (hostname/admin bind) is made in validate(), once
+	 * [admin] is read */
+	c->node_name = get_str(l, t, "server", "node_name", NULL);
+	if (c->node_name) {
+		size_t n = strlen(c->node_name);
+		bool ok = n > 0 && n <= NODE_NAME_MAX;
+		for (size_t i = 0; ok && i < n; i++)
+			ok = (unsigned char)c->node_name[i] > ' ' &&
+			     (unsigned char)c->node_name[i] < 0x7f;
+		if (!ok)
+			errorf(l, line_of(t, "node_name"), "server.node_name",
+			       "1 to %d printable ASCII characters without spaces", NODE_NAME_MAX);
+	}
 }
 
 /* ---- [tls] ---- */
@@ -579,6 +595,89 @@ static void load_routing(struct loader *l, const struct toml_value *root)
 	}
 }
 
+/* [mapping.redis] and [mapping.sql] share url and pool_size. */
+static void load_store_common(struct loader *l, const struct toml_value *mapping,
+                              const struct toml_value *t, const char *table, enum store_kind kind)
+{
+	struct config *c = l->cfg;
+	struct store_url u;
+	char kb[64], e[300];
+
+	if (!t) {
+		errorf(l, line_of(mapping, "source"), table,
+		       "missing: source = \"%s\" needs this table", store_kind_name(kind));
+		return;
+	}
+	c->store_url = get_str(l, t, table, "url", NULL);
+	if (!c->store_url)
+		errorf(l, t->line, kname(kb, sizeof(kb), table, "url"), "missing");
+	else if (!store_url_parse(kind, c->store_url, &u, e, sizeof(e)))
+		errorf(l, line_of(t, "url"), kname(kb, sizeof(kb), table, "url"), "%s", e);
+	c->store_pool_size = (unsigned)get_int(l, t, table, "pool_size", 16, 1, 1024);
+}
+
+static void load_redis(struct loader *l, const struct toml_value *mapping,
+                       const struct toml_value *t)
+{
+	struct config *c = l->cfg;
+
+	load_store_common(l, mapping, t, "mapping.redis", STORE_REDIS);
+	c->redis_key_prefix = get_str(l, t, "mapping.redis", "key_prefix", "route:");
+	if (strlen(c->redis_key_prefix) > 256) {
+		errorf(l, line_of(t, "key_prefix"), "mapping.redis.key_prefix",
+		       "longer than 256 bytes");
+	}
+	/* the fleet's events travel on a channel under the same prefix */
+	size_t n = strlen(c->redis_key_prefix) + sizeof("events");
+	c->bus_channel = xcalloc(1, n);
+	snprintf(c->bus_channel, n, "%sevents", c->redis_key_prefix);
+}
+
+/* A query must use its parameters: "$1" (and "$2") as a whole token. */
+static bool uses_param(const char *q, const char *p)
+{
+	size_t n = strlen(p);
+	for (const char *s = strstr(q, p); s; s = strstr(s + 1, p)) {
+		if (s[n] < '0' || s[n] > '9')
+			return true;
+	}
+	return false;
+}
+
+static void load_sql(struct loader *l, const struct toml_value *mapping, const struct toml_value *t)
+{
+	struct config *c = l->cfg;
+
+	load_store_common(l, mapping, t, "mapping.sql", STORE_SQL);
+	if (!t)
+		return;
+	c->sql_query = get_str(l, t, "mapping.sql", "query", NULL);
+	c->sql_upsert_query = get_str(l, t, "mapping.sql", "upsert_query", NULL);
+	c->sql_delete_query = get_str(l, t, "mapping.sql", "delete_query", NULL);
+	c->bus_channel = get_str(l, t, "mapping.sql", "channel", "mailsplice");
+	if (!c->sql_query)
+		errorf(l, t->line, "mapping.sql.query",
+		       "missing: the lookup, e.g. \"SELECT destination FROM routes WHERE "
+		       "identifier = $1\"");
+	else if (!uses_param(c->sql_query, "$1"))
+		errorf(l, line_of(t, "query"), "mapping.sql.query",
+		       "does not use $1 (the account being looked up)");
+	if (c->sql_upsert_query &&
+	    (!uses_param(c->sql_upsert_query, "$1") || !uses_param(c->sql_upsert_query, "$2")))
+		errorf(l, line_of(t, "upsert_query"), "mapping.sql.upsert_query",
+		       "must use $1 (the account) and $2 (the destination)");
+	if (c->sql_delete_query && !uses_param(c->sql_delete_query, "$1"))
+		errorf(l, line_of(t, "delete_query"), "mapping.sql.delete_query",
+		       "does not use $1 (the account)");
+	/* LISTEN takes an identifier: keep it to one that needs no care */
+	bool ok = c->bus_channel[0] && strlen(c->bus_channel) <= 63;
+	for (const char *p = c->bus_channel; ok && *p; p++)
+		ok = (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_';
+	if (!ok)
+		errorf(l, line_of(t, "channel"), "mapping.sql.channel",
+		       "\"%s\" is not 1 to 63 of a-z, 0-9 and _", c->bus_channel);
+}
+
 static void load_mapping(struct loader *l, const struct toml_value *root)
 {
 	static const char *const keys[] = {"source",
@@ -594,13 +693,12 @@ static void load_mapping(struct loader *l, const struct toml_value *root)
 	                                   NULL};
 	static const char *const file_keys[] = {"path", NULL};
 	static const char *const redis_keys[] = {"url", "key_prefix", "pool_size", NULL};
-	static const char *const sql_keys[] = {"url",          "query",        "pool_size",
-	                                       "upsert_query", "delete_query", NULL};
+	static const char *const sql_keys[] = {
+	        "url", "query", "pool_size", "upsert_query", "delete_query", "channel", NULL};
 	static const char *const sources[] = {"file", "redis", "sql", NULL};
 	static const char *const normalize[] = {"none", "lowercase", NULL};
 	const struct toml_value *t = get_table(l, root, "", "mapping");
 	struct config *c = l->cfg;
-	char kb[256];
 
 	check_keys(l, t, "mapping", keys);
 	int src = get_enum(l, t, "mapping", "source", sources, 0);
@@ -640,18 +738,13 @@ static void load_mapping(struct loader *l, const struct toml_value *root)
 		else
 			check_file(l, line_of(f, "path"), "mapping.file.path", c->mapping_file);
 	} else {
-		const struct toml_value *st = src == 1 ? r : s;
-		if (!st)
-			errorf(l, line_of(t, "source"), src == 1 ? "mapping.redis" : "mapping.sql",
-			       "missing: source = \"%s\" needs this table", sources[src]);
-		else if (!toml_get(st, "url"))
-			errorf(l, st->line,
-			       kname(kb, sizeof(kb), src == 1 ? "mapping.redis" : "mapping.sql",
-			             "url"),
-			       "missing");
-		add_unserved(c,
-		             src == 1 ? "mapping source \"redis\" (this build serves only \"file\")"
-		                      : "mapping source \"sql\" (this build serves only \"file\")");
+		if (c->lookup_timeout_ms == 0)
+			errorf(l, line_of(t, "lookup_timeout"), "mapping.lookup_timeout",
+			       "must be more than 0 with source = \"%s\"", sources[src]);
+		if (src == 1)
+			load_redis(l, t, r);
+		else
+			load_sql(l, t, s);
 	}
 }
 
@@ -1294,6 +1387,18 @@ static void validate(struct loader *l, const struct toml_value *root)
 			       "\"%s\" is neither \"default\" nor a declared destination",
 			       r->fallback);
 	}
+	if (!c->node_name) {
+		/* unique per host and admin port, stable across restarts */
+		char name[NODE_NAME_MAX + 1];
+		if (c->admin_enabled && c->admin_bind.text)
+			snprintf(name, sizeof(name), "%s/%s", c->hostname, c->admin_bind.text);
+		else
+			snprintf(name, sizeof(name), "%s", c->hostname);
+		for (char *p = name; *p; p++)
+			if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f)
+				*p = '_';
+		c->node_name = xstrdup(name[0] ? name : "mailsplice");
+	}
 }
 
 /* ---- entry points ---- */
@@ -1422,6 +1527,16 @@ void config_free(struct config *c)
 	free(c->default_domain);
 	free(c->master_separators);
 	free(c->mapping_file);
+	if (c->store_url) {
+		OPENSSL_cleanse(c->store_url, strlen(c->store_url)); /* may hold a password */
+		free(c->store_url);
+	}
+	free(c->redis_key_prefix);
+	free(c->sql_query);
+	free(c->sql_upsert_query);
+	free(c->sql_delete_query);
+	free(c->bus_channel);
+	free(c->node_name);
 	for (size_t i = 0; i < c->n_dests; i++) {
 		struct cfg_destination *d = &c->dests[i];
 		free(d->name);

@@ -19,6 +19,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "admin.h"
+#include "bus.h"
 #include "config.h"
 #include "log.h"
 #include "mapping.h"
@@ -26,6 +27,7 @@
 #include "registry.h"
 #include "relay.h"
 #include "server.h"
+#include "store.h"
 #include "tls.h"
 #include "util.h"
 
@@ -35,6 +37,8 @@
 
 static struct server srv;
 static struct event_base *main_base;
+static struct store_loop *main_store; /* the admin API's and the bus's store connections */
+static struct bus *bus;
 static struct event *drain_timer;
 static uint64_t drain_deadline;
 static bool stopping;
@@ -83,7 +87,12 @@ static void print_summary(const struct config *cfg, size_t entries)
 	if (strcmp(cfg->mapping_source, "file") == 0)
 		printf("mapping: file %s, %zu entries\n", cfg->mapping_file, entries);
 	else
-		printf("mapping: %s\n", cfg->mapping_source);
+		/* the URL is not printed: it may hold a password */
+		printf("mapping: %s, pool_size %u, lookup_timeout %llums, bus channel %s, node "
+		       "%s\n",
+		       cfg->mapping_source, cfg->store_pool_size,
+		       (unsigned long long)cfg->lookup_timeout_ms, cfg->bus_channel,
+		       cfg->node_name);
 	if (cfg->admin_enabled)
 		printf("admin: https://%s/\n", cfg->admin_bind.text);
 	for (size_t i = 0; i < cfg->n_unserved; i++)
@@ -168,6 +177,12 @@ static void notify_status(void)
 		return;
 	}
 	router_stats(&srv.router, &rs);
+	if (srv.store) {
+		sd_notifyf(0, "STATUS=%zu sessions, %zu relayed, %zu logging in; mapping store %s",
+		           total, relayed, total - relayed,
+		           store_state_name(store_state_get(srv.store, NULL, 0)));
+		return;
+	}
 	sd_notifyf(0, "STATUS=%zu sessions, %zu relayed, %zu logging in; %zu mappings", total,
 	           relayed, total - relayed, (size_t)rs.mappings);
 }
@@ -220,6 +235,7 @@ static void on_term(evutil_socket_t sig, short what, void *arg)
 	        atomic_load(&srv.active));
 	atomic_store(&srv.draining, true);
 	admin_stop();
+	bus_leave(bus); /* the other nodes stop waiting for our answers */
 	server_command(&srv, WORKER_CMD_DRAIN);
 	drain_deadline = now_ms() + srv.cfg->shutdown_grace_ms;
 	drain_timer = evtimer_new(main_base, on_drain_tick, NULL);
@@ -315,8 +331,12 @@ static void log_startup(const struct config *cfg)
 	}
 	struct router_stats rs;
 	router_stats(&srv.router, &rs);
-	log_msg(LOG_INFO, "started", "version=%s workers=%zu mappings=%zu config=%s", VERSION,
-	        srv.n_workers, rs.mappings, cfg->path);
+	if (srv.store)
+		log_msg(LOG_INFO, "started", "version=%s workers=%zu mapping=%s node=%s config=%s",
+		        VERSION, srv.n_workers, cfg->mapping_source, cfg->node_name, cfg->path);
+	else
+		log_msg(LOG_INFO, "started", "version=%s workers=%zu mappings=%zu config=%s",
+		        VERSION, srv.n_workers, rs.mappings, cfg->path);
 }
 
 static int serve(struct config *cfg);
@@ -419,9 +439,14 @@ static int serve(struct config *cfg)
 		fprintf(stderr, "mailspliced: event_base_new failed\n");
 		return 1;
 	}
+	/* the main thread's own store connections: admin writes, the bus */
+	if (srv.store)
+		main_store = store_loop_new(srv.store, main_base, NULL, true);
+	bus = bus_new(cfg, &srv.router, srv.store, main_store, main_base);
 	if (cfg->admin_enabled) {
 		struct admin_hooks hooks = {.reload_config = admin_reload_config,
-		                            .reload_mappings = reload_mappings};
+		                            .reload_mappings = reload_mappings,
+		                            .bus = bus};
 		SSL_CTX *ctx = srv.tls ? tls_server_default_ctx(srv.tls) : NULL;
 		if (!admin_start(main_base, cfg, &srv.router, ctx, &hooks, err, sizeof(err))) {
 			fprintf(stderr, "mailspliced: admin: %s\n", err);
@@ -461,6 +486,8 @@ static int serve(struct config *cfg)
 		finish();
 	server_join(&srv);
 	admin_stop();
+	bus_free(bus);
+	store_loop_free(main_store);
 	event_free(ev_term);
 	event_free(ev_int);
 	event_free(ev_hup);

@@ -195,8 +195,11 @@ void metrics_write(struct evbuffer *out, const char *const *names, size_t n,
 		                    (unsigned long long)rs->misses);
 		header(out, "mailsplice_mapping_cache_entries", "gauge", "Mapping cache entries.");
 		evbuffer_add_printf(out, "mailsplice_mapping_cache_entries %zu\n", rs->entries);
-		header(out, "mailsplice_mappings", "gauge", "Accounts in the mapping store.");
-		evbuffer_add_printf(out, "mailsplice_mappings %zu\n", rs->mappings);
+		if (!rs->remote) { /* a remote store is not counted: see mailsplice_store_* */
+			header(out, "mailsplice_mappings", "gauge",
+			       "Accounts in the mapping file.");
+			evbuffer_add_printf(out, "mailsplice_mappings %zu\n", rs->mappings);
+		}
 	}
 
 	header(out, "mailsplice_destination_down", "gauge",

@@ -88,7 +88,7 @@ static void deliver_kick(evutil_socket_t fd, short what, void *arg)
 	free(k);
 }
 
-size_t registry_kick(const char *account, const char *destination)
+static size_t kick_matching(const char *account, const char *destination, bool except)
 {
 	size_t n = 0;
 
@@ -96,7 +96,7 @@ size_t registry_kick(const char *account, const char *destination)
 	for (struct live_session *ls = head; ls; ls = ls->next) {
 		if (strcmp(ls->account, account) != 0)
 			continue;
-		if (destination && strcmp(ls->destination, destination) != 0)
+		if (destination && (strcmp(ls->destination, destination) == 0) == except)
 			continue;
 		struct kick *k = malloc(sizeof(*k));
 		if (!k)
@@ -109,6 +109,16 @@ size_t registry_kick(const char *account, const char *destination)
 	}
 	pthread_mutex_unlock(&lock);
 	return n;
+}
+
+size_t registry_kick(const char *account, const char *destination)
+{
+	return kick_matching(account, destination, false);
+}
+
+size_t registry_kick_except(const char *account, const char *destination)
+{
+	return kick_matching(account, destination, true);
 }
 
 size_t registry_count(void)

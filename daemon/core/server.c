@@ -20,6 +20,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "session.h"
+#include "store.h"
 #include "util.h"
 
 #define LISTEN_BACKLOG 1024
@@ -220,11 +221,41 @@ bool server_init(struct server *srv, struct config *cfg, char *err, size_t errle
 		snprintf(err, errlen, "libevent: no pthreads support");
 		return false;
 	}
-	if (!router_init(&srv->router, cfg->mapping_file, &cfg->rules, cfg->dest_names,
-	                 cfg->n_dests, cfg->default_dest, cfg->positive_ttl_ms,
-	                 cfg->negative_ttl_ms, cfg->cache_max_entries, e, sizeof(e))) {
-		snprintf(err, errlen, "%s", e);
-		return false;
+	srv->n_workers = cfg->threads;
+	if (srv->n_workers == 0) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+		srv->n_workers = n > 0 ? (size_t)n : 1;
+	}
+	if (strcmp(cfg->mapping_source, "file") == 0) {
+		if (!router_init(&srv->router, cfg->mapping_file, &cfg->rules, cfg->dest_names,
+		                 cfg->n_dests, cfg->default_dest, cfg->positive_ttl_ms,
+		                 cfg->negative_ttl_ms, cfg->cache_max_entries, e, sizeof(e))) {
+			snprintf(err, errlen, "%s", e);
+			return false;
+		}
+	} else {
+		/* pool_size is shared by the workers and the main thread */
+		struct store_settings set = {
+		        .kind = strcmp(cfg->mapping_source, "redis") == 0 ? STORE_REDIS : STORE_SQL,
+		        .url = cfg->store_url,
+		        .key_prefix = cfg->redis_key_prefix,
+		        .query = cfg->sql_query,
+		        .upsert_query = cfg->sql_upsert_query,
+		        .delete_query = cfg->sql_delete_query,
+		        .channel = cfg->bus_channel,
+		        .node_name = cfg->node_name,
+		        .pool_size = cfg->store_pool_size,
+		        .n_loops = srv->n_workers + 1,
+		        .lookup_timeout_ms = cfg->lookup_timeout_ms};
+		srv->store = store_new(&set, e, sizeof(e));
+		if (!srv->store) {
+			snprintf(err, errlen, "%s", e);
+			return false;
+		}
+		router_init_remote(&srv->router, srv->store, &cfg->rules, cfg->dest_names,
+		                   cfg->n_dests, cfg->default_dest, cfg->positive_ttl_ms,
+		                   cfg->negative_ttl_ms, cfg->cache_max_entries,
+		                   cfg->lookup_timeout_ms);
 	}
 	if (!server_tls_init(srv, err, errlen) || !dest_tls_init(srv, err, errlen))
 		return false;
@@ -234,11 +265,6 @@ bool server_init(struct server *srv, struct config *cfg, char *err, size_t errle
 	srv->listener_conns = xcalloc(cfg->n_listeners, sizeof(*srv->listener_conns));
 	srv->source_next = xcalloc(cfg->n_dests, sizeof(*srv->source_next));
 
-	srv->n_workers = cfg->threads;
-	if (srv->n_workers == 0) {
-		long n = sysconf(_SC_NPROCESSORS_ONLN);
-		srv->n_workers = n > 0 ? (size_t)n : 1;
-	}
 	size_t n_binds = 0;
 	for (size_t i = 0; i < cfg->n_listeners; i++)
 		n_binds += cfg->listeners[i].n_binds;
@@ -258,6 +284,8 @@ bool server_init(struct server *srv, struct config *cfg, char *err, size_t errle
 			w->dns = evdns_base_new(w->base, 0); /* no resolv.conf: numeric only */
 		w->cmd_ev = event_new(w->base, -1, EV_PERSIST, on_command, w);
 		event_add(w->cmd_ev, NULL);
+		if (srv->store)
+			w->store = store_loop_new(srv->store, w->base, w->dns, false);
 		w->listeners = xcalloc(n_binds ? n_binds : 1, sizeof(*w->listeners));
 		w->listener_of = xcalloc(n_binds ? n_binds : 1, sizeof(*w->listener_of));
 		for (size_t li = 0; li < cfg->n_listeners; li++) {
@@ -328,6 +356,7 @@ void server_free(struct server *srv)
 		free(w->listener_of);
 		if (w->cmd_ev)
 			event_free(w->cmd_ev);
+		store_loop_free(w->store);
 		if (w->dns)
 			evdns_base_free(w->dns, 0);
 		if (w->base)
@@ -340,6 +369,7 @@ void server_free(struct server *srv)
 	free(srv->dest_opts);
 	tls_server_free(srv->tls);
 	router_free(&srv->router);
+	store_free(srv->store);
 	free(srv->listener_conns);
 	free(srv->source_next);
 }

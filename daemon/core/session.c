@@ -33,6 +33,7 @@
 
 #define CLOSE_FLUSH_MS   5000 /* how long a goodbye may take to drain */
 #define CONNECT_RETRY_MS 200
+#define HOLD_POLL_MS     100 /* a held login looks at its hold this often */
 #define PROXY_PEEK_MAX   (16 + 2048)
 
 static void client_cb(struct conn *c, enum conn_event ev, void *arg);
@@ -90,6 +91,7 @@ static void on_end(evutil_socket_t fd, short what, void *arg)
 	metrics_session_end(s->ls->protocol, s->path_down ? s->dest : -1, s->path_down, s->bytes_up,
 	                    s->bytes_down);
 	registry_remove(&s->live);
+	route_lookup_cancel(s->lookup);
 	if (s->dns_req)
 		evdns_getaddrinfo_cancel(s->dns_req); /* calls back with EVUTIL_EAI_CANCEL */
 	if (s->client.fd >= 0 || s->client.in)
@@ -628,6 +630,24 @@ static void on_hold_over(evutil_socket_t fd, short what, void *arg)
 		route_account(s);
 }
 
+/* The mapping store answered (at once or later): connect, or tell the
+ * client to come back later. A store that cannot answer never sends
+ * anyone to the default destination. */
+static void route_done(void *arg, enum route_status st, const struct route *route, const char *why)
+{
+	struct session *s = arg;
+
+	s->lookup = NULL;
+	if (s->ending || s->closing || s->phase != PHASE_BACKEND)
+		return;
+	if (st == ROUTE_FAILED) {
+		fail_login(s, BACKEND_FAIL_LOOKUP, why ? why : "mapping store unavailable");
+		return;
+	}
+	s->routed_to_default = route->routed_to_default;
+	connect_destination(s, route->dest);
+}
+
 /* A login held by POST /connections/delay waits here (the client sees a
  * slow login, bounded by preauth_timeout), then routes with the mapping
  * in force at that moment: the one the operator has just flipped. */
@@ -635,9 +655,16 @@ static void route_account(struct session *s)
 {
 	struct route route;
 	uint64_t now = now_ms();
+	const char *why = NULL;
 
 	if (!s->hold_since_ms)
 		s->hold_since_ms = now;
+	/* registered (no destination yet) before the hold is looked at: a
+	 * move on another thread sets the hold, then kicks, so this login is
+	 * either held or found by the kick */
+	s->d = NULL;
+	s->dest = -1;
+	registry_update(&s->live, set_account, s);
 	/* a hold delays one login by at most HOLD_MAX_SECONDS, as in the
 	 * reference proxy, then it routes with the mapping in force */
 	uint64_t held = holds_wait_ms(s->account, s->hold_since_ms, now);
@@ -648,19 +675,25 @@ static void route_account(struct session *s)
 		uint64_t limit = held + s->ls->preauth_timeout_ms;
 		struct timeval ptv = {(time_t)(limit / 1000), (suseconds_t)(limit % 1000) * 1000};
 		evtimer_add(s->timer, &ptv);
-		log_msg(LOG_INFO, "login-held", "id=%s wait_ms=%llu", s->id,
-		        (unsigned long long)held);
+		if (now == s->hold_since_ms)
+			log_msg(LOG_INFO, "login-held", "id=%s wait_ms=%llu", s->id,
+			        (unsigned long long)held);
 		if (!s->retry)
 			s->retry = evtimer_new(s->w->base, on_hold_over, s);
 		else
 			event_assign(s->retry, s->w->base, -1, 0, on_hold_over, s);
+		/* look again soon: a hold lifted early (the end of a move, or
+		 * seconds=0) lets the login go at once */
+		if (held > HOLD_POLL_MS)
+			held = HOLD_POLL_MS;
 		struct timeval tv = {(time_t)(held / 1000), (suseconds_t)(held % 1000) * 1000};
 		evtimer_add(s->retry, &tv);
 		return;
 	}
-	router_lookup(&srv_of(s)->router, s->account, &route);
-	s->routed_to_default = route.routed_to_default;
-	connect_destination(s, route.dest);
+	enum route_status st = router_resolve(&srv_of(s)->router, s->w->store, s->account, 0,
+	                                      &route, route_done, s, &s->lookup, &why);
+	if (st != ROUTE_PENDING)
+		route_done(s, st, &route, why);
 }
 
 void session_connect_passthrough(struct session *s)

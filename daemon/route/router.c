@@ -11,9 +11,14 @@
  */
 #include "mapping.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/event.h>
+
+#include "log.h"
+#include "store.h"
 #include "util.h"
 
 struct mapping_cache_entry {
@@ -112,6 +117,29 @@ bool router_init(struct router *r, const char *path, const struct account_rules 
 		return false;
 	}
 	return true;
+}
+
+void router_init_remote(struct router *r, struct store *st, const struct account_rules *rules,
+                        const char *const *dest_names, size_t n_dests, int default_dest,
+                        uint64_t positive_ttl_ms, uint64_t negative_ttl_ms, size_t cache_max,
+                        uint64_t lookup_timeout_ms)
+{
+	memset(r, 0, sizeof(*r));
+	pthread_rwlock_init(&r->lock, NULL);
+	pthread_mutex_init(&r->cache_lock, NULL);
+	pthread_mutex_init(&r->write_lock, NULL);
+	r->file.rules = rules;
+	r->file.dest_names = dest_names;
+	r->file.n_dests = n_dests;
+	strmap_init(&r->file.table);
+	strmap_init(&r->cache.index);
+	r->cache.max_entries = cache_max;
+	r->cache.positive_ttl_ms = positive_ttl_ms;
+	r->cache.negative_ttl_ms = negative_ttl_ms;
+	r->default_dest = default_dest;
+	r->clock_ms = now_ms;
+	r->store = st;
+	r->lookup_timeout_ms = lookup_timeout_ms;
 }
 
 void router_free(struct router *r)
@@ -224,6 +252,16 @@ bool router_reload(struct router *r, size_t *entries, size_t *flushed, char *err
 	size_t n = 0;
 	bool ok;
 
+	if (r->store) {
+		/* nothing to re-read: what the store holds is read on demand,
+		 * so "reload" means forgetting what was cached */
+		n = router_invalidate(r, NULL);
+		if (entries)
+			*entries = 0;
+		if (flushed)
+			*flushed = n;
+		return true;
+	}
 	pthread_mutex_lock(&r->write_lock);
 	pthread_rwlock_wrlock(&r->lock);
 	ok = mapping_file_load(&r->file, err, errlen);
@@ -255,6 +293,7 @@ size_t router_invalidate(struct router *r, const char *account)
 	size_t n = 0;
 
 	pthread_mutex_lock(&r->cache_lock);
+	r->epoch++;
 	if (account) {
 		struct mapping_cache_entry *e = cache_find(&r->cache, account);
 		if (e) {
@@ -269,6 +308,15 @@ size_t router_invalidate(struct router *r, const char *account)
 	return n;
 }
 
+bool router_cached(struct router *r, const char *account)
+{
+	pthread_mutex_lock(&r->cache_lock);
+	struct mapping_cache_entry *e = cache_find(&r->cache, account);
+	bool cached = e && e->expires_ms > r->clock_ms();
+	pthread_mutex_unlock(&r->cache_lock);
+	return cached;
+}
+
 void router_stats(struct router *r, struct router_stats *st)
 {
 	pthread_mutex_lock(&r->cache_lock);
@@ -279,4 +327,194 @@ void router_stats(struct router *r, struct router_stats *st)
 	pthread_rwlock_rdlock(&r->lock);
 	st->mappings = strmap_len(&r->file.table);
 	pthread_rwlock_unlock(&r->lock);
+	st->remote = r->store != NULL;
+}
+
+/* ---- asynchronous lookups (remote stores) ---- */
+
+struct route_lookup {
+	struct router *r;
+	struct store_req *req;
+	struct event *timer;
+	route_done_fn done;
+	void *arg;
+	uint64_t epoch;
+	unsigned flags;
+	char account[];
+};
+
+int router_dest_index(const struct router *r, const char *name, size_t len)
+{
+	for (size_t i = 0; i < r->file.n_dests; i++) {
+		if (strlen(r->file.dest_names[i]) == len &&
+		    memcmp(r->file.dest_names[i], name, len) == 0)
+			return (int)i;
+	}
+	return -1;
+}
+
+static bool log_unknown_now(void)
+{
+	static _Atomic uint64_t next_ms;
+	uint64_t now = now_ms(), next = atomic_load(&next_ms);
+
+	return now >= next && atomic_compare_exchange_strong(&next_ms, &next, now + 1000);
+}
+
+static void lookup_free(struct route_lookup *lk)
+{
+	if (lk->timer)
+		event_free(lk->timer);
+	free(lk);
+}
+
+static void lookup_answer(void *arg, const struct store_result *res)
+{
+	struct route_lookup *lk = arg;
+	struct router *r = lk->r;
+	struct route route = {0};
+	enum route_status st;
+	const char *why = NULL;
+	char msg[300];
+	int dest = -1;
+
+	lk->req = NULL;
+	switch (res->status) {
+	case STORE_FOUND:
+		dest = router_dest_index(r, res->value, res->value_len);
+		if (dest < 0) {
+			/* a typo in the store must not send anyone to the
+			 * default: say so, naming the account (the log is the
+			 * only place an operator will see which row is wrong),
+			 * at most once a second (every login of that account
+			 * asks again: the failure is not cached) */
+			if (log_unknown_now()) {
+				struct logbuf lb;
+				lb_init(&lb, LOG_WARN, "store-unknown-destination");
+				lb_str(&lb, "account", lk->account);
+				lb_mem(&lb, "destination", res->value,
+				       res->value_len < 128 ? res->value_len : 128);
+				lb_emit(&lb);
+			}
+			store_count_lookup(r->store, STORE_LOOKUP_UNKNOWN_DEST);
+			snprintf(msg, sizeof(msg),
+			         "mapping store names a destination that is not configured");
+			why = msg;
+			st = ROUTE_FAILED;
+			break;
+		}
+		store_count_lookup(r->store, STORE_LOOKUP_FOUND);
+		st = ROUTE_MAPPED;
+		break;
+	case STORE_ABSENT:
+		store_count_lookup(r->store, STORE_LOOKUP_ABSENT);
+		st = ROUTE_DEFAULT;
+		break;
+	default:
+		store_count_lookup(r->store, STORE_LOOKUP_ERROR);
+		snprintf(msg, sizeof(msg), "mapping store: %s", res->error ? res->error : "error");
+		why = msg;
+		st = ROUTE_FAILED;
+		break;
+	}
+	if (st != ROUTE_FAILED) {
+		pthread_mutex_lock(&r->cache_lock);
+		/* peeks leave the cache alone; and an invalidation that
+		 * happened while we waited may have been about this very
+		 * answer */
+		if (!(lk->flags & ROUTE_PEEK) && r->epoch == lk->epoch)
+			cache_put(&r->cache, lk->account, dest, r->clock_ms());
+		pthread_mutex_unlock(&r->cache_lock);
+		fill_route(r, dest, false, &route);
+	}
+	route_done_fn done = lk->done;
+	void *darg = lk->arg;
+	lookup_free(lk);
+	done(darg, st, &route, why);
+}
+
+static void lookup_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct route_lookup *lk = arg;
+	char msg[128];
+
+	store_req_cancel(lk->req);
+	lk->req = NULL;
+	store_count_lookup(lk->r->store, STORE_LOOKUP_TIMEOUT);
+	store_note_timeout(lk->r->store);
+	snprintf(msg, sizeof(msg), "mapping store did not answer within %llu ms",
+	         (unsigned long long)lk->r->lookup_timeout_ms);
+	route_done_fn done = lk->done;
+	void *darg = lk->arg;
+	lookup_free(lk);
+	done(darg, ROUTE_FAILED, NULL, msg);
+}
+
+enum route_status router_resolve(struct router *r, struct store_loop *sl, const char *account,
+                                 unsigned flags, struct route *out, route_done_fn done, void *arg,
+                                 struct route_lookup **pending, const char **why)
+{
+	*pending = NULL;
+	if (!r->store) {
+		if (flags & ROUTE_PEEK) {
+			bool in_cache;
+			return router_peek(r, account, out, &in_cache);
+		}
+		return router_lookup(r, account, out);
+	}
+	if (!(flags & ROUTE_PEEK)) {
+		uint64_t now = r->clock_ms();
+		pthread_mutex_lock(&r->cache_lock);
+		struct mapping_cache_entry *e = cache_find(&r->cache, account);
+		if (e && e->expires_ms > now) {
+			int dest = e->dest;
+			r->cache.hits++;
+			pthread_mutex_unlock(&r->cache_lock);
+			fill_route(r, dest, true, out);
+			return dest < 0 ? ROUTE_DEFAULT : ROUTE_MAPPED;
+		}
+		if (e)
+			cache_drop(&r->cache, e);
+		r->cache.misses++;
+		pthread_mutex_unlock(&r->cache_lock);
+	}
+	size_t len = strlen(account);
+	struct route_lookup *lk = calloc(1, sizeof(*lk) + len + 1);
+	if (!lk) {
+		*why = "out of memory";
+		return ROUTE_FAILED;
+	}
+	lk->r = r;
+	lk->done = done;
+	lk->arg = arg;
+	lk->flags = flags;
+	memcpy(lk->account, account, len + 1);
+	pthread_mutex_lock(&r->cache_lock);
+	lk->epoch = r->epoch;
+	pthread_mutex_unlock(&r->cache_lock);
+	lk->timer = evtimer_new(store_loop_base(sl), lookup_timeout, lk);
+	if (!lk->timer) {
+		free(lk);
+		*why = "out of memory";
+		return ROUTE_FAILED;
+	}
+	lk->req = store_get(sl, account, lookup_answer, lk, why);
+	if (!lk->req) {
+		store_count_lookup(r->store, STORE_LOOKUP_UNAVAILABLE);
+		lookup_free(lk);
+		return ROUTE_FAILED;
+	}
+	struct timeval tv = {(time_t)(r->lookup_timeout_ms / 1000),
+	                     (suseconds_t)(r->lookup_timeout_ms % 1000) * 1000};
+	evtimer_add(lk->timer, &tv);
+	*pending = lk;
+	return ROUTE_PENDING;
+}
+
+void route_lookup_cancel(struct route_lookup *lk)
+{
+	if (!lk)
+		return;
+	store_req_cancel(lk->req);
+	lookup_free(lk);
 }

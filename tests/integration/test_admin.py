@@ -295,6 +295,40 @@ def test_cutover_flip_kick_reconnect(admin, legacy_stack, new_stack):
     assert curl(admin, "DELETE", "/mappings?identifier=alice@example.org")[0] == 200
 
 
+def test_move_with_the_file_store(admin, legacy_stack, new_stack):
+    """POST /accounts/move (issue 21) with the file store: a fleet of one. The mapping is
+    on disk before the answer, this node's session is closed, the next login lands on the
+    new server."""
+    mark_legacy = legacy_stack.log_mark("dovecot")
+    s, f = imap_session(admin)
+    legacy_stack.wait_log("dovecot", r"Login: user=<alice@example\.org>.*rip=127\.0\.0\.5",
+                          since=mark_legacy)
+    code, body = curl(admin, "POST", "/accounts/move?identifier=Alice@Example.org&destination=new")
+    assert code == 200, body
+    ans = json.loads(body)
+    assert ans["normalized"] == "alice@example.org" and ans["sessions_closed"] == 1
+    assert list(ans["nodes"].values()) == [{"closed": 1}] and ans["not_answered"] == []
+    assert "alice@example.org\tnew" in mapping_file(admin)
+    s.settimeout(10)
+    try:
+        while s.recv(4096):
+            pass
+    except (ConnectionResetError, ssl.SSLError, OSError):
+        pass
+    s.close()
+    mark_new = new_stack.log_mark("dovecot")
+    s, f = imap_session(admin)
+    new_stack.wait_log("dovecot", r"Login: user=<alice@example\.org>.*rip=127\.0\.0\.5",
+                       since=mark_new)
+    s.close()
+    # moving again changes nothing and closes nothing on the destination
+    code, body = curl(admin, "POST", "/accounts/move?identifier=alice@example.org&destination=new")
+    assert code == 200 and json.loads(body)["sessions_closed"] == 0
+    assert curl(admin, "POST", "/accounts/move?identifier=alice") == \
+        (400, "identifier and destination required")
+    assert curl(admin, "DELETE", "/mappings?identifier=alice@example.org")[0] == 200
+
+
 def test_delay_holds_login_then_releases(admin, legacy_stack):
     assert curl(admin, "POST", "/connections/delay?identifier=alice@example.org&seconds=2") == \
         (200, "ok")

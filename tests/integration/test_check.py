@@ -182,6 +182,34 @@ def test_shipped_config_passes_check(name, tmp_path):
                for line in open(os.path.join(CONF, "mappings.tsv")))
 
 
+@pytest.mark.parametrize("name", ["fleet-node1.toml", "fleet-node2.toml"])
+def test_shipped_fleet_config_passes_check(name, tmp_path):
+    """The fleet example (issue 21): valid as shipped once its certificate and token
+    exist; the summary names the store, the bus channel and the node, never the URL
+    (it may carry a password)."""
+    path = os.path.join(CONF, name)
+    assert edit_lines(path)
+    text = open(path).read()
+    cert, key = self_signed(tmp_path, "fullchain.pem", "privkey.pem")
+    token = tmp_path / "admin.token"
+    token.write_text("0123456789abcdef" * 4 + "\n")
+    token.chmod(0o600)
+    for shipped, local in (("/etc/mailsplice/tls/fullchain.pem", cert),
+                           ("/etc/mailsplice/tls/privkey.pem", key),
+                           ("/etc/mailsplice/admin.token", token)):
+        text = text.replace(f'"{shipped}"', f'"{local}"')
+    text = text.replace('user = "mailsplice"', 'user = "nobody"')
+    text = text.replace('group = "mailsplice"', 'group = "nogroup"')
+    cfg = tmp_path / name
+    cfg.write_text(text)
+    r = run("-c", str(cfg), "--check")
+    assert r.returncode == 0, r.stderr
+    node = name[len("fleet-node"):-len(".toml")]
+    assert re.search(rf"^mapping: sql, pool_size 8, lookup_timeout 2000ms, bus channel "
+                     rf"mailsplice, node mx{node}$", r.stdout, re.M), r.stdout
+    assert "postgresql://" not in r.stdout and "not served" not in r.stdout
+
+
 def test_unknown_server_user_is_a_config_error(tmp_path):
     cfg = tmp_path / "user.toml"
     cfg.write_text('[server]\nuser = "no-such-user-here"\ngroup = "no-such-group-here"\n')

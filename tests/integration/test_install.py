@@ -30,6 +30,9 @@ def test_install_usr_local(tmp_path):
         "usr/local/share/doc/mailsplice/examples/stalwart-to-stalwart.toml": 0o644,
         "usr/local/share/doc/mailsplice/examples/mappings.tsv": 0o644,
         "usr/local/share/doc/mailsplice/examples/dovecot-postfix-trust.conf": 0o644,
+        "usr/local/share/doc/mailsplice/examples/fleet-node1.toml": 0o644,
+        "usr/local/share/doc/mailsplice/examples/fleet-node2.toml": 0o644,
+        "usr/local/share/doc/mailsplice/examples/mailsplice-postgres.sql": 0o644,
         "usr/local/share/doc/mailsplice/cutover.md": 0o644,
     }
     for path, mode in files.items():

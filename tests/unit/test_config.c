@@ -386,6 +386,85 @@ static void test_unserved(void **state)
 	config_free(c);
 }
 
+/* [mapping.redis] / [mapping.sql]: the reference's keys, served (issue 21). */
+static const char *with_store(const char *source, const char *table)
+{
+	static char buf[8192];
+	char src[64];
+
+	snprintf(src, sizeof(src), "source = \"%s\"", source);
+	snprintf(buf, sizeof(buf), "%s%s", replaced("source = \"file\"", src), table);
+	return buf;
+}
+
+static void test_stores(void **state)
+{
+	struct config *c = load(with_store("redis", "[mapping.redis]\n" /* 26 */
+	                                            "url = \"redis://10.0.0.5\"\n" /* 27 */),
+	                        true);
+	if (!c)
+		print_error("%s", err);
+	assert_non_null(c);
+	assert_int_equal(c->n_unserved, 0);
+	assert_string_equal(c->redis_key_prefix, "route:"); /* the reference's default */
+	assert_string_equal(c->bus_channel, "route:events");
+	assert_int_equal(c->store_pool_size, 16);
+	assert_non_null(c->node_name);
+	config_free(c);
+
+	assert_null(
+	        load(with_store("redis", "[mapping.redis]\nurl = \"rediss://10.0.0.5\"\n"), true));
+	expect_error(27, "mapping.redis.url", "rediss:// (TLS) is not supported");
+	assert_null(load(with_store("redis", "[mapping.redis]\nkey_prefix = \"r:\"\n"), true));
+	expect_error(26, "mapping.redis.url", "missing");
+
+	c = load(with_store("sql", "[mapping.sql]\n"                                   /* 26 */
+	                           "url = \"postgresql://u:p@db.example.net/proxy\"\n" /* 27 */
+	                           "query = \"SELECT d FROM r WHERE i = $1\"\n" /* 28 */),
+	         true);
+	if (!c)
+		print_error("%s", err);
+	assert_non_null(c);
+	assert_string_equal(c->bus_channel, "mailsplice");
+	assert_null(c->sql_upsert_query); /* read-only, as at the reference */
+	config_free(c);
+
+	/* another database: a start-up error naming what is supported */
+	assert_null(load(with_store("sql", "[mapping.sql]\n"
+	                                   "url = \"mysql://u:p@db/proxy\"\n"
+	                                   "query = \"SELECT d FROM r WHERE i = $1\"\n"),
+	                 true));
+	expect_error(27, "mapping.sql.url",
+	             "unsupported scheme \"mysql\": the supported schemes are postgres:// and "
+	             "postgresql://");
+	assert_null(strstr(err, "u:p@")); /* the URL (and its password) is not echoed */
+
+	assert_null(
+	        load(with_store("sql", "[mapping.sql]\nurl = \"postgres://db/proxy\"\n"), true));
+	expect_error(26, "mapping.sql.query", "missing");
+	assert_null(load(with_store("sql", "[mapping.sql]\n"
+	                                   "url = \"postgres://db/proxy\"\n"
+	                                   "query = \"SELECT d FROM r WHERE i = $10\"\n"
+	                                   "upsert_query = \"INSERT INTO r VALUES ($1)\"\n"
+	                                   "channel = \"Bad-Channel\"\n"),
+	                 true));
+	expect_error(28, "mapping.sql.query", "does not use $1");
+	expect_error(29, "mapping.sql.upsert_query", "must use $1 (the account) and $2");
+	expect_error(30, "mapping.sql.channel", "is not 1 to 63 of a-z, 0-9 and _");
+
+	assert_null(load(with_store("redis\"\nlookup_timeout = \"0s",
+	                            "[mapping.redis]\nurl = \"redis://h\"\n"),
+	                 true));
+	expect_error(9, "mapping.lookup_timeout", "must be more than 0");
+
+	assert_null(load(BASE "[server]\nnode_name = \"mx 1\"\n", true));
+	expect_error(27, "server.node_name", "printable ASCII characters without spaces");
+	c = load(BASE "[server]\nnode_name = \"mx1\"\n", true);
+	assert_non_null(c);
+	assert_string_equal(c->node_name, "mx1");
+	config_free(c);
+}
+
 /* Every error is reported, not just the first. */
 static void test_all_errors_reported(void **state)
 {
@@ -429,6 +508,7 @@ int main(void)
 	        cmocka_unit_test(test_world_readable_secrets),
 	        cmocka_unit_test(test_extensions),
 	        cmocka_unit_test(test_unserved),
+	        cmocka_unit_test(test_stores),
 	        cmocka_unit_test(test_all_errors_reported),
 	        cmocka_unit_test(test_master_separators),
 	};
