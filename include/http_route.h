@@ -3,7 +3,7 @@
  *
  *   match        a glob on the request path: '*' is any run of characters
  *                except '/', '**' any run including '/', '?' one character
- *                except '/'; "/a/**" also matches "/a". First rule that
+ *                except '/'; "/a/" + "**" also matches "/a". First rule that
  *                matches wins. A path with trailing slashes is also tried
  *                without them ("/api/" matches a rule "/api"), and the
  *                earlier of the two matches wins; "/" is never trimmed.
