@@ -209,6 +209,7 @@ static void on_backend_timer(evutil_socket_t fd, short what, void *arg)
 
 	if (s->ending || s->closing || s->phase != PHASE_BACKEND)
 		return;
+	s->backend_timed_out = true;
 	session_backend_broken(s, "backend timeout");
 }
 
@@ -229,6 +230,8 @@ static const struct proto_ops *ops_for(enum proto p)
 	case PROTO_SMTP:
 	case PROTO_LMTP:
 		return &smtp_passthrough_ops;
+	case PROTO_HTTP:
+		return &http_ops;
 	default:
 		return NULL;
 	}
@@ -244,6 +247,8 @@ static void refuse_unserved(int fd, enum proto p)
 	        [PROTO_SMTP] = "421 4.3.2 this protocol is not served yet\r\n",
 	        [PROTO_LMTP] = "421 4.3.2 this protocol is not served yet\r\n",
 	        [PROTO_MANAGESIEVE] = "BYE (TRYLATER) \"this protocol is not served yet\"\r\n",
+	        [PROTO_HTTP] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+	                       "Connection: close\r\n\r\n",
 	};
 	if (msg[p] && write(fd, msg[p], strlen(msg[p])) < 0) {
 		/* nothing to do: the client is gone */
@@ -671,14 +676,30 @@ void session_connect_passthrough(struct session *s)
 	connect_destination(s, s->cfg->passthrough_dest);
 }
 
+static bool backend_reusable(struct session *s);
+
 static void connect_destination(struct session *s, int dest)
 {
 	const struct config *cfg = s->cfg;
+	bool reuse = false;
 
+	/* only an HTTP client's next request finds a leg open (ops->
+	 * keeps_backend): reuse it for the same destination, close it for
+	 * another one (it was announced with this client, to that backend) */
+	if (s->backend_open) {
+		reuse = s->ops->keeps_backend && dest == s->dest && backend_reusable(s);
+		if (!reuse)
+			session_backend_drop(s);
+	}
+	s->backend_timed_out = false;
 	s->dest = dest;
 	s->d = &cfg->dests[dest];
 	s->ep = &s->d->endpoint[s->ls->protocol];
 	registry_update(&s->live, set_account, s);
+	if (reuse) {
+		s->ops->backend_ready(s);
+		return;
+	}
 	if (!s->ep->present) {
 		char why[160];
 		snprintf(why, sizeof(why), "destination %s has no protocol.%s", s->d->name,
@@ -1046,8 +1067,10 @@ static void relay_done(void *arg, const struct relay_stats *st)
 	struct session *s = arg;
 
 	s->relay = NULL;
-	s->bytes_up = st->client_to_backend;
-	s->bytes_down = st->backend_to_client;
+	/* += : an HTTP session counted its requests before a WebSocket
+	 * upgrade handed the pair over; a mail session starts from 0 here */
+	s->bytes_up += st->client_to_backend;
+	s->bytes_down += st->backend_to_client;
 	s->path_up = st->path_up;
 	s->path_down = st->path_down;
 	/* the relay closed both fds already */
@@ -1099,4 +1122,99 @@ void session_login_succeeded(struct session *s)
 		relay_peek(s->relay, &st);
 		registry_update(&s->live, set_relay_state, (void *)st.path_down);
 	}
+}
+
+/* ---- for HTTP: one login per request ---- */
+
+/* A kept backend leg can carry the next request when the backend has not
+ * closed it, failed, or sent anything unasked in the meantime. A plain
+ * socket is also asked directly: a FIN may be queued without a read event
+ * having run yet. (A TLS leg's close_notify is read as it arrives: the
+ * HTTP module keeps reading an idle backend.) */
+static bool backend_reusable(struct session *s)
+{
+	struct conn *b = &s->backend;
+	char byte;
+
+	if (b->fd < 0 || b->eof || b->failed || b->connecting || b->handshaking ||
+	    evbuffer_get_length(b->in) > 0 || evbuffer_get_length(b->out) > 0)
+		return false;
+	if (b->ssl)
+		return SSL_pending(b->ssl) == 0;
+	ssize_t n = recv(b->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+	return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+void session_connect_dest(struct session *s, int dest, bool routed_to_default)
+{
+	session_client_pause(s, true);
+	s->phase = PHASE_BACKEND;
+	s->routed_to_default = routed_to_default;
+	connect_destination(s, dest);
+}
+
+void session_backend_drop(struct session *s)
+{
+	evtimer_del(s->btimer);
+	if (s->retry)
+		evtimer_del(s->retry);
+	if (s->backend_open) {
+		conn_release(&s->backend, false);
+		s->backend_open = false;
+	}
+	s->backend_connected = false;
+	s->backend_implicit_pending = false;
+	s->backend_tls = false;
+}
+
+void session_next_login(struct session *s)
+{
+	if (s->ending || s->closing)
+		return;
+	evtimer_del(s->btimer);
+	s->phase = PHASE_LOGIN;
+	s->hold_since_ms = 0;
+	s->backend_timed_out = false;
+	session_client_pause(s, false);
+}
+
+void session_preauth_done(struct session *s)
+{
+	/* while closing, s->timer bounds the goodbye's flush */
+	if (!s->ending && !s->closing)
+		evtimer_del(s->timer);
+}
+
+void session_backend_wait(struct session *s, bool waiting)
+{
+	uint64_t ms = s->cfg->backend_timeout_ms;
+
+	evtimer_del(s->btimer);
+	if (!waiting || s->ending || s->closing)
+		return;
+	s->backend_timed_out = false;
+	struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+	evtimer_add(s->btimer, &tv);
+}
+
+struct publish {
+	struct session *s;
+	const char *state;
+};
+
+static void set_published(struct live_session *ls, void *arg)
+{
+	const struct publish *p = arg;
+	str_copy(ls->account, p->s->account, sizeof(ls->account));
+	str_copy(ls->destination, p->s->d ? p->s->d->name : "", sizeof(ls->destination));
+	ls->state = p->state;
+}
+
+void session_publish(struct session *s, const char *state)
+{
+	struct publish p = {s, state};
+
+	registry_update(&s->live, set_published, &p);
+	atomic_store_explicit(&s->live.bytes_up, s->bytes_up, memory_order_relaxed);
+	atomic_store_explicit(&s->live.bytes_down, s->bytes_down, memory_order_relaxed);
 }
