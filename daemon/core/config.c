@@ -683,6 +683,9 @@ static void load_endpoint(struct loader *l, struct cfg_destination *d, enum prot
 		errorf(l, t->line, kname(kb, sizeof(kb), table, "tls"),
 		       "missing (\"implicit\", \"starttls\" or \"plain\")");
 	e->tls = (enum tls_mode)get_enum(l, t, table, "tls", tls_names, TLS_MODE_PLAIN);
+	if (p == PROTO_HTTP && e->tls == TLS_MODE_STARTTLS)
+		errorf(l, line_of(t, "tls"), kname(kb, sizeof(kb), table, "tls"),
+		       "HTTP has no STARTTLS: use \"implicit\" (https) or \"plain\"");
 	if (toml_get(t, "forwarding")) {
 		e->has_forwarding = true;
 		e->forwarding = (enum forwarding)get_enum(l, t, table, "forwarding",
@@ -936,7 +939,19 @@ static void load_listener(struct loader *l, struct cfg_listener *ls, const struc
 	ls->max_connections = (unsigned)get_int(l, t, table, "max_connections", 8192, 1, 10000000);
 	ls->preauth_timeout_ms = get_duration(l, t, table, "preauth_timeout", 30000);
 	ls->max_auth_attempts = (unsigned)get_int(l, t, table, "max_auth_attempts", 3, 1, 100);
-	ls->forwarded = get_str(l, t, table, "forwarded", NULL);
+	/* "off": a client's own Forwarded / X-Forwarded-For are removed;
+	 * "trust": kept, and ours appended (a balancer in front of us) */
+	static const char *const forwarded_modes[] = {"off", "trust", NULL};
+	if (toml_get(t, "forwarded")) {
+		int fm = get_enum(l, t, table, "forwarded", forwarded_modes, 0);
+		ls->forwarded = xstrdup(forwarded_modes[fm]);
+		if (ls->protocol != PROTO_HTTP)
+			errorf(l, line_of(t, "forwarded"), kname(kb, sizeof(kb), table, "forwarded"),
+			       "applies to http listeners only");
+	}
+	if (ls->protocol == PROTO_HTTP && ls->tls == TLS_MODE_STARTTLS)
+		errorf(l, line_of(t, "tls"), kname(kb, sizeof(kb), table, "tls"),
+		       "HTTP has no STARTTLS: use \"implicit\" (https) or \"plain\"");
 	ls->allow_plaintext_login = get_bool(l, t, table, "allow_plaintext_login", false);
 }
 
@@ -1276,8 +1291,6 @@ static void validate(struct loader *l, const struct toml_value *root)
 			       "which listener.%s needs",
 			       d->name, proto_name(ls->protocol), ls->name);
 		}
-		if (ls->protocol == PROTO_HTTP)
-			add_unserved(c, "http listeners (JMAP/WebDAV routing is not served yet)");
 	}
 	if (c->admin_enabled && !c->admin_cert && c->n_certs == 0)
 		errorf(l, 0, "admin",
@@ -1285,13 +1298,24 @@ static void validate(struct loader *l, const struct toml_value *root)
 		       "a [tls.certificate.*]");
 	for (size_t i = 0; i < c->n_http_routes; i++) {
 		struct cfg_http_route *r = &c->http_routes[i];
-		if (r->destination && config_dest_index(c, r->destination) < 0)
+		int pin = r->destination ? config_dest_index(c, r->destination) : -1;
+		int fb = r->fallback && strcmp(r->fallback, "default") != 0
+		                 ? config_dest_index(c, r->fallback)
+		                 : -1;
+		if (r->destination && pin < 0)
 			errorf(l, r->line, "http.route.destination",
 			       "no [destination.%s] is declared", r->destination);
-		if (r->fallback && strcmp(r->fallback, "default") != 0 &&
-		    config_dest_index(c, r->fallback) < 0)
+		else if (pin >= 0 && !c->dests[pin].endpoint[PROTO_HTTP].present)
+			errorf(l, r->line, "http.route.destination",
+			       "destination.%s has no [destination.%s.protocol.http]",
+			       r->destination, r->destination);
+		if (r->fallback && strcmp(r->fallback, "default") != 0 && fb < 0)
 			errorf(l, r->line, "http.route.fallback",
 			       "\"%s\" is neither \"default\" nor a declared destination",
+			       r->fallback);
+		else if (fb >= 0 && !c->dests[fb].endpoint[PROTO_HTTP].present)
+			errorf(l, r->line, "http.route.fallback",
+			       "destination.%s has no [destination.%s.protocol.http]", r->fallback,
 			       r->fallback);
 	}
 }
