@@ -946,7 +946,8 @@ static void load_listener(struct loader *l, struct cfg_listener *ls, const struc
 		int fm = get_enum(l, t, table, "forwarded", forwarded_modes, 0);
 		ls->forwarded = xstrdup(forwarded_modes[fm]);
 		if (ls->protocol != PROTO_HTTP)
-			errorf(l, line_of(t, "forwarded"), kname(kb, sizeof(kb), table, "forwarded"),
+			errorf(l, line_of(t, "forwarded"),
+			       kname(kb, sizeof(kb), table, "forwarded"),
 			       "applies to http listeners only");
 	}
 	if (ls->protocol == PROTO_HTTP && ls->tls == TLS_MODE_STARTTLS)
