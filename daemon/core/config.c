@@ -23,6 +23,7 @@
 
 #include <openssl/ssl.h>
 
+#include "http_route.h"
 #include "log.h"
 #include "tls.h"
 #include "toml.h"
@@ -1075,6 +1076,26 @@ static void load_oauth(struct loader *l, const struct toml_value *root)
 	l->cfg->jwt_username_claim = get_str(l, t, "oauth", "jwt_username_claim", "email");
 }
 
+/* Compile [[http.route]] as the proxy will, to report every bad rule with
+ * its line; the router itself is built again by whoever serves HTTP. */
+static void check_http_routes(struct loader *l)
+{
+	bool full = l->errused >= l->errlen;
+	char none[1], *err = full ? none : l->err + l->errused;
+	struct http_router *r = http_router_build(l->cfg, err, full ? 1 : l->errlen - l->errused);
+	unsigned lines = 0;
+
+	if (r) {
+		http_router_free(r);
+		return;
+	}
+	for (const char *p = err; *p; p++)
+		lines += *p == '\n';
+	l->nerrors += lines ? lines : 1; /* an error that did not fit still counts */
+	if (!full)
+		l->errused += strlen(err);
+}
+
 static void load_http(struct loader *l, const struct toml_value *root)
 {
 	static const char *const http_keys[] = {
@@ -1086,6 +1107,7 @@ static void load_http(struct loader *l, const struct toml_value *root)
 	const struct toml_value *t = get_table(l, root, "", "http");
 	const struct toml_value *routes;
 	struct config *c = l->cfg;
+	unsigned nerrors;
 
 	check_keys(l, t, "http", http_keys);
 	c->http_body_extract_cap =
@@ -1099,6 +1121,7 @@ static void load_http(struct loader *l, const struct toml_value *root)
 	routes = get_typed(l, t, "http", "route", TOML_ARRAY);
 	if (!routes)
 		return;
+	nerrors = l->nerrors;
 	c->http_routes = xcalloc(routes->u.array.len, sizeof(*c->http_routes));
 	for (size_t i = 0; i < routes->u.array.len; i++) {
 		const struct toml_value *r = routes->u.array.items[i];
@@ -1110,8 +1133,6 @@ static void load_http(struct loader *l, const struct toml_value *root)
 		hr->line = r->line;
 		check_keys(l, r, "http.route", route_keys);
 		hr->match = get_str(l, r, "http.route", "match", NULL);
-		if (!hr->match)
-			errorf(l, r->line, "http.route.match", "missing");
 		hr->destination = get_str(l, r, "http.route", "destination", NULL);
 		hr->fallback = get_str(l, r, "http.route", "fallback", NULL);
 		const struct toml_value *ex = get_table(l, r, "http.route", "extract");
@@ -1120,10 +1141,11 @@ static void load_http(struct loader *l, const struct toml_value *root)
 		hr->extract_regex = get_str(l, ex, "http.route.extract", "regex", NULL);
 		hr->extract_param = get_str(l, ex, "http.route.extract", "param", NULL);
 		hr->extract_header = get_str(l, ex, "http.route.extract", "header", NULL);
-		if (!hr->destination && !hr->extract_from)
-			errorf(l, r->line, "http.route",
-			       "needs destination (pin a backend) or extract (route by account)");
 	}
+	/* what the rules mean (globs, regexes, destinations) is checked by
+	 * compiling them, once the keys themselves were well typed */
+	if (l->nerrors == nerrors)
+		check_http_routes(l);
 }
 
 /* ---- [admin] ---- */
@@ -1297,28 +1319,6 @@ static void validate(struct loader *l, const struct toml_value *root)
 		errorf(l, 0, "admin",
 		       "TLS is mandatory for the admin API: set admin.cert/admin.key or declare "
 		       "a [tls.certificate.*]");
-	for (size_t i = 0; i < c->n_http_routes; i++) {
-		struct cfg_http_route *r = &c->http_routes[i];
-		int pin = r->destination ? config_dest_index(c, r->destination) : -1;
-		int fb = r->fallback && strcmp(r->fallback, "default") != 0
-		                 ? config_dest_index(c, r->fallback)
-		                 : -1;
-		if (r->destination && pin < 0)
-			errorf(l, r->line, "http.route.destination",
-			       "no [destination.%s] is declared", r->destination);
-		else if (pin >= 0 && !c->dests[pin].endpoint[PROTO_HTTP].present)
-			errorf(l, r->line, "http.route.destination",
-			       "destination.%s has no [destination.%s.protocol.http]",
-			       r->destination, r->destination);
-		if (r->fallback && strcmp(r->fallback, "default") != 0 && fb < 0)
-			errorf(l, r->line, "http.route.fallback",
-			       "\"%s\" is neither \"default\" nor a declared destination",
-			       r->fallback);
-		else if (fb >= 0 && !c->dests[fb].endpoint[PROTO_HTTP].present)
-			errorf(l, r->line, "http.route.fallback",
-			       "destination.%s has no [destination.%s.protocol.http]", r->fallback,
-			       r->fallback);
-	}
 }
 
 /* ---- entry points ---- */

@@ -20,7 +20,6 @@
 
 #include "admin.h"
 #include "config.h"
-#include "http_route.h"
 #include "log.h"
 #include "mapping.h"
 #include "privdrop.h"
@@ -124,17 +123,6 @@ static int check(struct config *cfg)
 			return 2;
 		}
 		tls_server_free(ts);
-	}
-	/* route globs and regexes compile here, not only at start */
-	if (cfg->n_http_routes) {
-		struct http_router *hr = http_router_build(cfg, err, sizeof(err));
-		if (!hr) {
-			fputs(err, stderr);
-			if (err[0] && err[strlen(err) - 1] != '\n')
-				fputc('\n', stderr);
-			return 2;
-		}
-		http_router_free(hr);
 	}
 	print_summary(cfg, entries);
 	return 0;
