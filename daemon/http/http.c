@@ -109,6 +109,7 @@ struct http {
 	struct http_route_result route;
 	char req_account[ACCOUNT_MAX + 1]; /* the account this request was routed by */
 	uint64_t peek_want;
+	bool peek_chunked; /* R_PEEK: the first line of a chunked body */
 	bool answered_continue;
 	bool replayable; /* no body: may be sent again on a fresh connection */
 	bool retried;
@@ -286,6 +287,19 @@ static void log_request(struct session *s, const char *outcome)
 		s->path_down = h->down.path;
 }
 
+/* A request refused before (or instead of) its log line. */
+static void log_refused(struct session *s, unsigned status, const char *why)
+{
+	struct logbuf lb;
+
+	lb_init(&lb, LOG_INFO, "http-refused");
+	lb_str(&lb, "id", s->id);
+	lb_str(&lb, "client", s->peer_str);
+	lb_uint(&lb, "status", status);
+	lb_str(&lb, "why", why ? why : "?");
+	lb_emit(&lb);
+}
+
 /* ---- interposed leg callbacks ---- */
 
 static void client_drained(struct session *s);
@@ -405,6 +419,7 @@ static void reset_request(struct http *h)
 	h->route_idx = -1;
 	h->req_account[0] = '\0';
 	h->peek_want = 0;
+	h->peek_chunked = false;
 	h->answered_continue = false;
 	h->replayable = false;
 	h->retried = false;
@@ -465,12 +480,14 @@ static void start_request(struct session *s)
 			event_active(h->next_ev, EV_TIMEOUT, 0);
 		return;
 	}
-	if (http_route_needs_body(h->router, h->route_idx) && h->req.framing == HTTP_BODY_LENGTH &&
-	    h->req.content_length > 0) {
+	bool peek_body = http_route_needs_body(h->router, h->route_idx) &&
+	                 h->req.framing == HTTP_BODY_LENGTH && h->req.content_length > 0;
+	if (peek_body || h->req.framing == HTTP_BODY_CHUNKED) {
 		h->rs = R_PEEK;
-		h->peek_want = h->req.content_length < cfg->http_body_extract_cap
-		                       ? h->req.content_length
-		                       : cfg->http_body_extract_cap;
+		h->peek_chunked = !peek_body;
+		h->peek_want = !peek_body                                         ? 0
+		               : h->req.content_length < cfg->http_body_extract_cap ? h->req.content_length
+		                                                                    : cfg->http_body_extract_cap;
 		if (h->req.expect_continue) {
 			/* the client waits for this before it sends the body we
 			 * must read to route (RFC 9110 10.1.1) */
@@ -503,7 +520,7 @@ static void route_request(struct session *s)
 	size_t body_len = 0;
 	char canon[ACCOUNT_MAX + 1];
 
-	if (h->rs == R_PEEK) {
+	if (h->rs == R_PEEK && !h->peek_chunked) {
 		body_len = (size_t)h->peek_want;
 		body = evbuffer_pullup(s->client.in, (ev_ssize_t)body_len);
 	}
@@ -583,8 +600,7 @@ static void try_head(struct session *s)
 			close_session(s, "client closed");
 		return;
 	case HTTP_PARSE_ERROR:
-		log_msg(LOG_INFO, "http-refused", "id=%s status=%u why=\"%s\"", s->id, status,
-		        why ? why : "?");
+		log_refused(s, status, why);
 		h->status = status;
 		{
 			char buf[512];
@@ -623,6 +639,46 @@ static void try_head(struct session *s)
 	start_request(s);
 }
 
+enum precheck { PRECHECK_WAIT, PRECHECK_OK, PRECHECK_BAD };
+
+/* A chunked request body is checked as far as it has arrived, and at least
+ * through its first chunk-size line, before anything reaches a backend:
+ * a malformed size (the smuggling payload) is answered 400 with no backend
+ * involved. Later errors still end the request, after the bytes before
+ * them were forwarded: never a byte past the error. */
+static enum precheck chunked_precheck(struct http *h, struct evbuffer *in, const char **why)
+{
+	struct http_chunked tmp = h->up.ch;
+	size_t len = evbuffer_get_length(in);
+	struct evbuffer_ptr lf = evbuffer_search(in, "\n", 1, NULL);
+
+	if (lf.pos < 0 && len < HTTP_CHUNK_LINE_MAX + 2)
+		return PRECHECK_WAIT;
+	struct evbuffer_ptr at;
+	evbuffer_ptr_set(in, &at, 0, EVBUFFER_PTR_SET);
+	for (;;) {
+		struct evbuffer_iovec v[4];
+		int nv = evbuffer_peek(in, -1, &at, v, 4);
+		if (nv <= 0)
+			return PRECHECK_OK;
+		size_t fed = 0;
+		for (int i = 0; i < nv && i < 4; i++) {
+			size_t used = 0;
+			switch (http_chunked_feed(&tmp, v[i].iov_base, v[i].iov_len, &used, why)) {
+			case HTTP_CHUNK_MORE:
+				fed += used;
+				break;
+			case HTTP_CHUNK_DONE:
+				return PRECHECK_OK;
+			case HTTP_CHUNK_ERROR:
+				return PRECHECK_BAD;
+			}
+		}
+		if (fed == 0 || evbuffer_ptr_set(in, &at, fed, EVBUFFER_PTR_ADD) < 0)
+			return PRECHECK_OK;
+	}
+}
+
 static void client_readable(struct session *s)
 {
 	struct http *h = st(s);
@@ -632,6 +688,23 @@ static void client_readable(struct session *s)
 		try_head(s);
 		return;
 	case R_PEEK:
+		if (h->peek_chunked) {
+			const char *why = NULL;
+			switch (chunked_precheck(h, s->client.in, &why)) {
+			case PRECHECK_WAIT:
+				if (h->client_eof)
+					close_session(s, "client closed");
+				return;
+			case PRECHECK_BAD:
+				log_refused(s, 400, why ? why : "bad chunked body");
+				refuse(s, 400, "bad chunked body");
+				return;
+			case PRECHECK_OK:
+				route_request(s);
+				return;
+			}
+			return;
+		}
 		if (evbuffer_get_length(s->client.in) >= h->peek_want) {
 			route_request(s);
 			return;
@@ -775,8 +848,7 @@ static void pump_up(struct session *s)
 			if (!h->up.path && h->up.moved)
 				h->up.path = "userspace";
 			if (error) {
-				log_msg(LOG_INFO, "http-refused", "id=%s status=400 why=\"%s\"", s->id,
-				        why ? why : "bad chunk");
+				log_refused(s, 400, why ? why : "bad chunk");
 				conn_flush(&s->backend);
 				if (h->resp_started) {
 					close_session(s, "bad chunked body");
