@@ -74,7 +74,7 @@ struct body {
 	uint64_t left; /* HTTP_BODY_LENGTH: bytes still to forward */
 	struct http_chunked ch;
 	bool done;
-	uint64_t moved; /* body bytes forwarded */
+	uint64_t moved;   /* body bytes forwarded */
 	const char *path; /* the data path that moved the most, for the log */
 };
 
@@ -95,7 +95,7 @@ struct http {
 
 	struct event *timer;
 	enum timer_kind timer_kind;
-	uint64_t timer_seen; /* bytes moved at the last tick */
+	uint64_t timer_seen;   /* bytes moved at the last tick */
 	struct event *next_ev; /* a pipelined request waits in client.in */
 
 	/* the request */
@@ -115,14 +115,14 @@ struct http {
 	bool retried;
 	bool backend_reused;
 	uint64_t started_us;
-	bool log_pending; /* a request head was parsed and its line is not out yet */
+	bool log_pending;      /* a request head was parsed and its line is not out yet */
 	const char *dest_name; /* where this request went, once known */
 
 	struct body up, down;
 	size_t head_up, head_down; /* head bytes forwarded each way */
 	struct xfer *xfer;
-	bool xfer_up;             /* the running transfer's direction */
-	bool xfer_pending_drain;  /* waiting for the destination leg to drain first */
+	bool xfer_up;            /* the running transfer's direction */
+	bool xfer_pending_drain; /* waiting for the destination leg to drain first */
 	bool xfer_pending_up;
 
 	/* the response */
@@ -190,8 +190,7 @@ static void log_request(struct session *s, const char *outcome);
 
 /* Answer status ourselves; keep_alive only where the request was read
  * whole and nothing of it is still on its way. */
-static void answer(struct session *s, unsigned status, bool keep_alive, const char *why,
-                   int dest)
+static void answer(struct session *s, unsigned status, bool keep_alive, const char *why, int dest)
 {
 	struct http *h = st(s);
 	char buf[512];
@@ -485,9 +484,10 @@ static void start_request(struct session *s)
 	if (peek_body || h->req.framing == HTTP_BODY_CHUNKED) {
 		h->rs = R_PEEK;
 		h->peek_chunked = !peek_body;
-		h->peek_want = !peek_body                                         ? 0
-		               : h->req.content_length < cfg->http_body_extract_cap ? h->req.content_length
-		                                                                    : cfg->http_body_extract_cap;
+		h->peek_want = !peek_body ? 0
+		               : h->req.content_length < cfg->http_body_extract_cap
+		                       ? h->req.content_length
+		                       : cfg->http_body_extract_cap;
 		if (h->req.expect_continue) {
 			/* the client waits for this before it sends the body we
 			 * must read to route (RFC 9110 10.1.1) */
@@ -792,7 +792,8 @@ static size_t move_chunked(struct session *s, struct body *b, struct evbuffer *f
 		bool stop = false;
 		for (int i = 0; i < nv && i < 8 && !stop; i++) {
 			size_t used = 0;
-			switch (http_chunked_feed(&b->ch, v[i].iov_base, v[i].iov_len, &used, why)) {
+			switch (http_chunked_feed(&b->ch, v[i].iov_base, v[i].iov_len, &used,
+			                          why)) {
 			case HTTP_CHUNK_MORE:
 				scanned += used;
 				break;
@@ -942,7 +943,8 @@ static void pump_down(struct session *s)
 				return;
 			}
 			uint64_t left = http_chunked_data_left(&h->down.ch);
-			if (!h->down.done && left >= XFER_MIN && evbuffer_get_length(in) < XFER_MIN) {
+			if (!h->down.done && left >= XFER_MIN &&
+			    evbuffer_get_length(in) < XFER_MIN) {
 				conn_flush(&s->client);
 				start_xfer(s, false, left);
 				return;
@@ -1110,7 +1112,8 @@ static void response_head(struct session *s)
 		}
 		unsigned status = h->resp.status;
 		if (status == 101) {
-			if (!h->req.upgrade_websocket || !h->resp.upgrade_websocket || !h->up.done) {
+			if (!h->req.upgrade_websocket || !h->resp.upgrade_websocket ||
+			    !h->up.done) {
 				backend_garbage(s, "101 without a WebSocket handshake");
 				return;
 			}
@@ -1240,10 +1243,11 @@ static void client_drained(struct session *s)
 
 	s->client.notify_drained = false;
 	if (h->xfer_pending_drain && !h->xfer_pending_up) {
-		start_xfer(s, false, h->down.framing == HTTP_BODY_UNTIL_CLOSE ? XFER_UNTIL_EOF
-		                     : h->down.framing == HTTP_BODY_CHUNKED
-		                             ? http_chunked_data_left(&h->down.ch)
-		                             : h->down.left);
+		start_xfer(s, false,
+		           h->down.framing == HTTP_BODY_UNTIL_CLOSE ? XFER_UNTIL_EOF
+		           : h->down.framing == HTTP_BODY_CHUNKED
+		                   ? http_chunked_data_left(&h->down.ch)
+		                   : h->down.left);
 		return;
 	}
 	if (h->rs == R_FORWARD && h->resp_started && !h->down.done && !h->xfer) {
@@ -1328,6 +1332,8 @@ static void http_backend_ready(struct session *s)
 		s->backend.in_max = cfg->http_max_head_size + IN_SLACK;
 	}
 	session_preauth_done(s);
+	/* connected: backend_timeout counts again once the request is out */
+	session_backend_wait(s, false);
 	h->rs = R_FORWARD;
 	h->dest_name = s->d->name;
 	size_t cap = h->req.head_len + 512;
@@ -1375,7 +1381,9 @@ static void http_backend_failed(struct session *s, enum backend_failure why)
 	if (why != BACKEND_FAIL_LOOKUP && s->d)
 		h->dest_name = s->d->name;
 	answer(s, status, false,
-	       status == 503 ? "lookup failed" : status == 504 ? "backend timeout" : "backend down",
+	       status == 503   ? "lookup failed"
+	       : status == 504 ? "backend timeout"
+	                       : "backend down",
 	       h->dest_name ? s->dest : -1);
 	close_session(s, status == 504 ? "backend timeout" : "backend unavailable");
 }
@@ -1408,8 +1416,7 @@ static void http_goodbye(struct session *s, const char *why)
 		}
 		return;
 	}
-	answer(s, timeout && h->rs == R_PEEK ? 408 : 503, false, why,
-	       h->dest_name ? s->dest : -1);
+	answer(s, timeout && h->rs == R_PEEK ? 408 : 503, false, why, h->dest_name ? s->dest : -1);
 }
 
 static void http_free(struct session *s)

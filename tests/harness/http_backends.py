@@ -36,6 +36,43 @@ import threading
 import time
 
 NGINX = "/usr/sbin/nginx"
+
+# What the HTTP tests send as credentials: test_zz_secrets_never_logged.py searches
+# every log of the session for each of them (and the Basic blobs made from them).
+BASIC_PASSWORD = "http-basic-pw-7c1e55"
+SW1_SECRET = "Zk9t2QmVx4Rr8wPnSecret"          # the opaque middle of a Stalwart token
+JWT_SIGNATURE = "c2lnbmF0dXJlLW5vdC1jaGVja2Vk"  # routing reads claims, never verifies
+OAUTH_CODE = "oauth-code-3b5e9a"
+OAUTH_CLIENT_SECRET = "oauth-client-secret-91d2"
+
+
+def http_secrets():
+    """{description: bytes} for the secrets check."""
+    import base64
+    found = {"HTTP Basic password": BASIC_PASSWORD.encode(),
+             "Stalwart token secret": SW1_SECRET.encode(),
+             "JWT signature": JWT_SIGNATURE.encode(),
+             "OAuth code": OAUTH_CODE.encode(),
+             "OAuth client secret": OAUTH_CLIENT_SECRET.encode()}
+    for user in ("alice@example.org", "bob@example.org", "carol@example.org"):
+        found[f"HTTP Basic blob of {user}"] = base64.b64encode(
+            f"{user}:{BASIC_PASSWORD}".encode())
+    return found
+
+
+def sw1_token(account):
+    import base64
+    footer = base64.urlsafe_b64encode(account.encode()).rstrip(b"=").decode()
+    return f"sw1.{SW1_SECRET}.{footer}"
+
+
+def jwt_token(claims):
+    import base64
+    import json
+
+    def part(obj):
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+    return f"{part({'alg': 'RS256', 'typ': 'JWT'})}.{part(claims)}.{JWT_SIGNATURE}"
 PYTHON = "/usr/bin/python3"  # python3-websockets is a Debian package
 
 ECHO_BODY = ("server=$ms_server\\n"
@@ -365,6 +402,9 @@ class Scripted:
                 with self.lock:
                     self.requests.append(line)
                 path = line.split(" ")[1] if " " in line else ""
+                # routes pin "/scripted/**" here: the script is what follows
+                if path.startswith("/scripted"):
+                    path = path[len("/scripted"):]
                 if not self._answer(s, path):
                     return
         except OSError:
