@@ -386,6 +386,53 @@ static void test_unserved(void **state)
 	config_free(c);
 }
 
+/* HTTP listeners: forwarded is "off" or "trust" (http listeners only), and
+ * HTTP has no STARTTLS, on either leg. */
+#define HTTP_PART                                                                                  \
+	"[destination.legacy.protocol.http]\n" /* 26 */                                            \
+	"port = 443\n"                         /* 27 */                                            \
+	"tls = \"implicit\"\n"                 /* 28 */                                            \
+	"[listener.web]\n"                     /* 29 */                                            \
+	"protocol = \"http\"\n"                /* 30 */                                            \
+	"bind = [\"127.0.0.1:8443\"]\n"        /* 31 */                                            \
+	"tls = \"implicit\"\n"                 /* 32 */                                            \
+	"forwarded = \"trust\"\n"              /* 33 */
+
+static const char *http_replaced(const char *from, const char *to)
+{
+	static char buf[8192];
+	const char *base = BASE HTTP_PART;
+	const char *p = strstr(base, from);
+
+	assert_non_null(p);
+	snprintf(buf, sizeof(buf), "%.*s%s%s", (int)(p - base), base, to, p + strlen(from));
+	return buf;
+}
+
+static void test_http_listener(void **state)
+{
+	struct config *c = load(BASE HTTP_PART, true);
+	if (!c)
+		print_error("%s", err);
+	assert_non_null(c);
+	assert_int_equal(c->n_listeners, 2);
+	assert_int_equal(c->listeners[1].protocol, PROTO_HTTP);
+	assert_string_equal(c->listeners[1].forwarded, "trust");
+	assert_int_equal(c->n_unserved, 0); /* served: the daemon starts with it */
+	config_free(c);
+
+	assert_null(load(http_replaced("forwarded = \"trust\"", "forwarded = \"yes\""), true));
+	expect_error(33, "listener.web.forwarded", "\"yes\" is not one of \"off\", \"trust\"");
+	assert_null(load(http_replaced("tls = \"implicit\"\nforwarded", "tls = \"starttls\"\nforwarded"),
+	                 true));
+	expect_error(32, "listener.web.tls", "HTTP has no STARTTLS");
+	assert_null(load(http_replaced("port = 443\ntls = \"implicit\"", "port = 443\ntls = \"starttls\""),
+	                 true));
+	expect_error(28, "destination.legacy.protocol.http.tls", "HTTP has no STARTTLS");
+	assert_null(load(BASE "forwarded = \"off\"\n", true));
+	expect_error(26, "listener.imap.forwarded", "applies to http listeners only");
+}
+
 /* Every error is reported, not just the first. */
 static void test_all_errors_reported(void **state)
 {
@@ -429,6 +476,7 @@ int main(void)
 	        cmocka_unit_test(test_world_readable_secrets),
 	        cmocka_unit_test(test_extensions),
 	        cmocka_unit_test(test_unserved),
+	        cmocka_unit_test(test_http_listener),
 	        cmocka_unit_test(test_all_errors_reported),
 	        cmocka_unit_test(test_master_separators),
 	};
