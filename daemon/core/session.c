@@ -888,6 +888,15 @@ static bool send_proxy_header(struct session *s)
 	size_t n;
 
 	session_announce_info(s, &info);
+	if (s->ls->protocol == PROTO_HTTP) {
+		/* addresses only, as the reference proxy sends on HTTP legs:
+		 * Forwarded carries proto=https, and an nginx ssl listener
+		 * (1.22, Debian 12) refuses a header with our TLVs as "too
+		 * large" (measured: tests/integration/test_http.py) */
+		info.sni = NULL;
+		info.session_id = NULL;
+		info.tls = false;
+	}
 	if (s->d->proxy_protocol_version == 1)
 		n = proxy_v1_build(&info, (char *)buf, sizeof(buf));
 	else

@@ -119,6 +119,7 @@ struct http {
 	const char *dest_name; /* where this request went, once known */
 
 	struct body up, down;
+	bool up_stopped; /* the backend answered before the whole request: no more of it */
 	size_t head_up, head_down; /* head bytes forwarded each way */
 	struct xfer *xfer;
 	bool xfer_up;            /* the running transfer's direction */
@@ -159,6 +160,8 @@ static uint64_t progress_of(const struct http *h)
 	uint64_t n = h->up.moved + h->down.moved + h->head_up + h->head_down;
 	if (h->xfer)
 		n += xfer_moved(h->xfer);
+	if (h->rs == R_PEEK) /* the body we wait for is arriving */
+		n += evbuffer_get_length(h->s->client.in);
 	return n;
 }
 
@@ -427,6 +430,7 @@ static void reset_request(struct http *h)
 	h->dest_name = NULL;
 	memset(&h->up, 0, sizeof(h->up));
 	memset(&h->down, 0, sizeof(h->down));
+	h->up_stopped = false;
 	h->head_up = h->head_down = 0;
 	h->xfer_pending_drain = false;
 	h->resp_started = false;
@@ -488,7 +492,7 @@ static void start_request(struct session *s)
 		               : h->req.content_length < cfg->http_body_extract_cap
 		                       ? h->req.content_length
 		                       : cfg->http_body_extract_cap;
-		if (h->req.expect_continue) {
+		if (h->req.expect_continue && h->req.version_minor >= 1) {
 			/* the client waits for this before it sends the body we
 			 * must read to route (RFC 9110 10.1.1) */
 			static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -716,10 +720,8 @@ static void client_readable(struct session *s)
 		/* the bytes wait in client.in (bounded by in_max) */
 		return;
 	case R_FORWARD:
-		if (!h->up.done && !h->xfer)
+		if (!h->up.done && !h->up_stopped && !h->xfer)
 			pump_up(s);
-		else if (h->client_eof && !h->up.done && !h->xfer)
-			close_session(s, "client closed");
 		return;
 	case R_UPGRADED:
 		return;
@@ -1152,6 +1154,7 @@ static void response_head(struct session *s)
 				h->xfer = NULL;
 			}
 			h->xfer_pending_drain = false;
+			h->up_stopped = true;
 			conn_read_stop(&s->client);
 		}
 		if (!write_response_head(s, &h->resp, h->keep_alive)) {
@@ -1197,7 +1200,10 @@ static void backend_gone(struct session *s, const char *why)
 		return;
 	}
 	if (h->resp_started && h->down.framing == HTTP_BODY_UNTIL_CLOSE && !h->xfer) {
-		pump_down(s);
+		/* the FIN is the end of this body */
+		h->down.moved += evbuffer_get_length(s->backend.in);
+		evbuffer_add_buffer(s->client.out, s->backend.in);
+		conn_flush(&s->client);
 		h->down.done = true;
 		h->keep_alive = false;
 		h->backend_keep = false;
@@ -1267,7 +1273,7 @@ static void backend_drained(struct session *s)
 		                                              : h->up.left);
 		return;
 	}
-	if (h->rs == R_FORWARD && !h->up.done && !h->xfer) {
+	if (h->rs == R_FORWARD && !h->up.done && !h->up_stopped && !h->xfer) {
 		conn_read_start(&s->client);
 		pump_up(s);
 	}

@@ -839,3 +839,91 @@ def test_idle_keepalive_closes_and_request_limit(short_proxy, backends):
     s.close()
     heads = re.findall(rb"HTTP/1\.1 200 OK\r\n(?:[^\r]*\r\n)*?Connection: (\S+)\r\n", out)
     assert heads == [b"keep-alive", b"close"]
+
+
+# ---------------------------------------------------------------------- the reference
+
+REF_OLD_ADDR, REF_NEW_ADDR = "127.0.0.25", "127.0.0.26"
+REF_OLD_PORT, REF_NEW_PORT = 20643 + PORT_OFFSET, 20644 + PORT_OFFSET
+REF_BASE = 20700 + PORT_OFFSET  # the reference's listeners, one port each from here
+
+
+def reference_text(pki, token_file, ports):
+    """config.stalwart-upgrade.toml as published, its paths pointed at real files and
+    its addresses at this test's: files, hosts, the http ports, the binds. Every other
+    line (routes, forwarding, proxy_protocol, forwarded, TLS) stays as it is."""
+    path = os.path.join(os.path.dirname(__file__), "..", "data", "reference",
+                        "config.stalwart-upgrade.toml")
+    with open(path) as f:
+        text = f.read()
+    cert, key = pki.issue("mail.example.org", ["mail.example.org", PROXY_ADDR])
+    text = text.replace("/etc/proxy/tls/fullchain.pem", cert)
+    text = text.replace("/etc/proxy/tls/privkey.pem", key)
+    text = text.replace("/etc/proxy/mappings.tsv", "@MAPPINGS@")
+    text = text.replace("/etc/proxy/admin.token", token_file)
+    text = text.replace('host = "old.internal.example.org"', f'host = "{REF_OLD_ADDR}"')
+    text = text.replace('host = "new.internal.example.org"', f'host = "{REF_NEW_ADDR}"')
+    for name, port in (("old", REF_OLD_PORT), ("new", REF_NEW_PORT)):
+        text = text.replace(f"[destination.{name}.protocol.http]\nport = 443",
+                            f"[destination.{name}.protocol.http]\nport = {port}")
+    n = iter(range(100))
+
+    def bind(m):
+        port = REF_BASE + next(n)
+        ports[m.group(1)] = port
+        return f'bind = ["{PROXY_ADDR}:{port}"]'
+    text = re.sub(r'bind = \["0\.0\.0\.0:(\d+)", "\[::\]:\d+"\]', bind, text)
+    text = text.replace('bind = "127.0.0.1:9443"', f'bind = "{PROXY_ADDR}:{REF_BASE + 99}"')
+    assert "/etc/proxy" not in text and "0.0.0.0" not in text
+    return text
+
+
+@pytest.fixture(scope="module")
+def reference_backends(harness_state, pki):
+    if os.geteuid() != 0:
+        pytest.skip(f"nginx backends need root; running as uid {os.geteuid()}")
+    out = {}
+    for name, addr, port in (("old", REF_OLD_ADDR, REF_OLD_PORT), ("new", REF_NEW_ADDR,
+                                                                   REF_NEW_PORT)):
+        host = f"{name}.internal.example.org"
+        cert, key = pki.issue(host, [host, addr])
+        out[name] = Nginx("ref-" + name, harness_state, addr, port, tls=(cert, key),
+                          proxy_protocol=True).start()
+    yield out
+    for b in out.values():
+        b.stop()
+
+
+def test_reference_configuration_starts_and_serves(harness_state, pki, token_file,
+                                                   reference_backends):
+    """The published "Upgrading Stalwart" configuration serves HTTP as published: TLS
+    and the PROXY v2 header on both legs, Forwarded appended, the reference's routes."""
+    ports = {}
+    p = Proxy(harness_state, "http-reference", reference_text(pki, token_file, ports),
+              env={"SSL_CERT_FILE": pki.ca_file},
+              mappings="alice@example.org new\nwebadmin old\nstalwart-webui new\n")
+    p.start()
+    try:
+        https = ports["443"]
+        common = ["--cacert", pki.ca_file, "--resolve", f"mail.example.org:{https}:{PROXY_ADDR}"]
+
+        def get(path, *extra):
+            return curl(*common, *extra, f"https://mail.example.org:{https}{path}")
+        for path, server in (("/login", "new"), ("/api/oauth", "old"), ("/admin/x", "new"),
+                             ("/authorize/code", "old")):
+            code, body, err = get(path)
+            assert code == 200, err
+            echo = parse_echo(body)
+            assert echo["server"] == "ref-" + server, (path, echo)
+            assert echo["proxy_protocol_addr"] == CLIENT_ADDR
+            assert echo["forwarded"] == f"for={CLIENT_ADDR};proto=https"
+        code, body, _ = get("/jmap/session", *basic("alice@example.org"))
+        assert parse_echo(body)["server"] == "ref-new"
+        code, body, _ = get("/jmap/session", *basic("bob@example.org"))
+        assert parse_echo(body)["server"] == "ref-old"
+        code, body, _ = get("/auth/token", "-d", f"client_id=stalwart-webui&code={OAUTH_CODE}")
+        assert parse_echo(body)["server"] == "ref-new"
+        code, body, _ = get("/auth/token", "-d", f"client_id=webadmin&code={OAUTH_CODE}")
+        assert parse_echo(body)["server"] == "ref-old"
+    finally:
+        assert p.stop() == 0
