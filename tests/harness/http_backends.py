@@ -83,7 +83,8 @@ ECHO_BODY = ("server=$ms_server\\n"
              "remote_addr=$remote_addr\\n"
              "host=$http_host\\n")
 
-ACCESS_FORMAT = ('pp="$proxy_protocol_addr" remote="$remote_addr" request="$request" '
+ACCESS_FORMAT = ('conn=$connection pp="$proxy_protocol_addr" remote="$remote_addr" '
+                 'request="$request" '
                  'status=$status fwd="$http_forwarded" xff="$http_x_forwarded_for" '
                  'length=$request_length sent=$body_bytes_sent')
 
@@ -193,6 +194,11 @@ http {{
         {tls}
         set $ms_server {self.name};
         location / {{
+            default_type text/plain;
+            return 200 "{ECHO_BODY}";
+        }}
+        location /small/ {{
+            client_max_body_size 1k;
             default_type text/plain;
             return 200 "{ECHO_BODY}";
         }}
@@ -327,6 +333,9 @@ class WebSocketEcho:
 
 # ---------------------------------------------------------------------- scripted backend
 
+MIB_BLOCK = 1 << 20
+
+
 def _read_head(sock, buf=b""):
     while b"\r\n\r\n" not in buf:
         got = sock.recv(65536)
@@ -347,10 +356,16 @@ class Scripted:
         /garbage      a status line that is not HTTP
         /silent       reads the request and never answers
         /hints        103 Early Hints, then 200
+        /big-chunked  8 MiB in 1 MiB chunks (bytes i % 251), chunked
+        /close-after  200 with Connection: close, then the connection closes
+        /drop-next    200, and the next request on this connection is not
+                      answered: the connection closes (a kept connection the
+                      server dropped just as the proxy reused it)
         anything else 200 with "scripted" and Content-Length
 
-    `requests` lists the request lines received (the test checks that nothing
-    reached the backend when it should not have)."""
+    `requests` lists (connection number, request line) as received (the test checks
+    that nothing reached the backend when it should not have, and which connection
+    carried what)."""
 
     def __init__(self, address, port):
         self.address, self.port = address, port
@@ -359,6 +374,7 @@ class Scripted:
         self.lock = threading.Lock()
         self.stopping = False
         self.conns = []
+        self.n_conns = 0
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind((address, port))
@@ -389,10 +405,13 @@ class Scripted:
                 return
             with self.lock:
                 self.conns.append(s)
-            threading.Thread(target=self._serve, args=(s,), daemon=True).start()
+                self.n_conns += 1
+                n = self.n_conns
+            threading.Thread(target=self._serve, args=(s, n), daemon=True).start()
 
-    def _serve(self, s):
+    def _serve(self, s, n):
         buf = b""
+        drop_next = False
         try:
             while True:
                 head, buf = _read_head(s, buf)
@@ -400,7 +419,10 @@ class Scripted:
                     return
                 line = head.split("\r\n", 1)[0]
                 with self.lock:
-                    self.requests.append(line)
+                    self.requests.append((n, line))
+                if drop_next:
+                    return
+                drop_next = "/drop-next" in line
                 path = line.split(" ")[1] if " " in line else ""
                 # routes pin "/scripted/**" here: the script is what follows
                 if path.startswith("/scripted"):
@@ -435,6 +457,16 @@ class Scripted:
         if path.startswith("/silent"):
             while not self.stopping and s.recv(4096):
                 pass
+            return False
+        if path.startswith("/big-chunked"):
+            s.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            block = bytes(i % 251 for i in range(MIB_BLOCK))
+            for _ in range(8):
+                s.sendall(b"%x\r\n" % len(block) + block + b"\r\n")
+            s.sendall(b"0\r\n\r\n")
+            return True
+        if path.startswith("/close-after"):
+            s.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 6\r\n\r\nclose\n")
             return False
         if path.startswith("/hints"):
             s.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
