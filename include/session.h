@@ -214,7 +214,8 @@ void session_abort(struct session *s, const char *reason);
 
 /* Connect destination dest (an index into cfg->dests) without a lookup.
  * Ends in ops->backend_ready or ops->backend_failed, like session_login;
- * both may be called before this returns. */
+ * both may be called before this returns. The client leg keeps reading
+ * (so does session_login's for a keeps_backend protocol). */
 void session_connect_dest(struct session *s, int dest, bool routed_to_default);
 /* Close the backend leg now (the next request connects anew). */
 void session_backend_drop(struct session *s);

@@ -611,7 +611,9 @@ void session_login(struct session *s, const char *login_user)
 	const struct config *cfg = s->cfg;
 	const char *bad;
 
-	session_client_pause(s, true);
+	/* HTTP reads on (a request body, the client's close) */
+	if (!s->ops->keeps_backend)
+		session_client_pause(s, true);
 	s->phase = PHASE_BACKEND;
 	s->hold_since_ms = 0;
 	str_copy(s->login_user, login_user, sizeof(s->login_user));
@@ -1136,27 +1138,21 @@ void session_login_succeeded(struct session *s)
 /* ---- for HTTP: one login per request ---- */
 
 /* A kept backend leg can carry the next request when the backend has not
- * closed it, failed, or sent anything unasked in the meantime. A plain
- * socket is also asked directly: a FIN may be queued without a read event
- * having run yet. (A TLS leg's close_notify is read as it arrives: the
- * HTTP module keeps reading an idle backend.) */
+ * closed it, failed, or sent anything unasked in the meantime (the HTTP
+ * module keeps reading an idle backend, and looks at the socket itself
+ * before reusing a leg that sat idle for a while). */
 static bool backend_reusable(struct session *s)
 {
 	struct conn *b = &s->backend;
-	char byte;
 
 	if (b->fd < 0 || b->eof || b->failed || b->connecting || b->handshaking ||
 	    evbuffer_get_length(b->in) > 0 || evbuffer_get_length(b->out) > 0)
 		return false;
-	if (b->ssl)
-		return SSL_pending(b->ssl) == 0;
-	ssize_t n = recv(b->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-	return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+	return !b->ssl || SSL_pending(b->ssl) == 0;
 }
 
 void session_connect_dest(struct session *s, int dest, bool routed_to_default)
 {
-	session_client_pause(s, true);
 	s->phase = PHASE_BACKEND;
 	s->routed_to_default = routed_to_default;
 	connect_destination(s, dest);

@@ -35,10 +35,12 @@
  * core's what we do not handle (TLS handshakes, the goodbye flush).
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #include <openssl/crypto.h>
 
@@ -59,6 +61,8 @@
 #define XFER_MIN (64 * 1024)
 /* Head room in the legs' input buffers beyond a head and a peeked body. */
 #define IN_SLACK (64 * 1024)
+/* Heads up to this size are built on the stack. */
+#define HEAD_STACK 8192
 
 enum req_state {
 	R_HEAD,
@@ -103,7 +107,7 @@ struct http {
 	bool head_started; /* bytes of a head arrived */
 	size_t scanned;    /* client.in bytes already searched for a head's end */
 	uint8_t *head_buf; /* our copy: h->req points into it */
-	size_t head_cap;
+	size_t head_cap, head_used;
 	struct http_head req;
 	int route_idx;
 	struct http_route_result route;
@@ -115,8 +119,9 @@ struct http {
 	bool retried;
 	bool backend_reused;
 	uint64_t started_us;
-	bool log_pending;      /* a request head was parsed and its line is not out yet */
-	const char *dest_name; /* where this request went, once known */
+	bool log_pending;         /* a request head was parsed and its line is not out yet */
+	const char *dest_name;    /* where this request went, once known */
+	uint64_t backend_idle_ms; /* when the kept backend leg went idle */
 
 	struct body up, down;
 	bool up_stopped; /* the backend answered before the whole request: no more of it */
@@ -182,6 +187,17 @@ static void timer_set(struct http *h, enum timer_kind kind)
 	evtimer_add(h->timer, &tv);
 }
 
+/* Queue bytes and send what the socket takes now. Not conn_write(): it
+ * arms the write event first, which costs two epoll_ctl calls per write
+ * when the socket takes everything at once (it nearly always does). */
+static void send_to(struct conn *c, const void *data, size_t len)
+{
+	if (c->fd < 0 || c->failed)
+		return;
+	evbuffer_add(c->out, data, len);
+	conn_flush(c);
+}
+
 /* ---- answers of our own ---- */
 
 static bool is_head_request(const struct http *h)
@@ -203,7 +219,7 @@ static void answer(struct session *s, unsigned status, bool keep_alive, const ch
 	h->status = status;
 	h->resp_started = true;
 	h->head_down += n;
-	session_reply_raw(s, buf, n);
+	send_to(&s->client, buf, n);
 	log_request(s, why);
 	metrics_http_request(dest, status);
 }
@@ -258,6 +274,14 @@ static void log_request(struct session *s, const char *outcome)
 	if (!h->log_pending)
 		return;
 	h->log_pending = false;
+	s->bytes_up += h->head_up + h->up.moved;
+	s->bytes_down += h->head_down + h->down.moved;
+	if (h->up.path)
+		s->path_up = h->up.path;
+	if (h->down.path)
+		s->path_down = h->down.path;
+	if (!log_enabled(LOG_INFO))
+		return;
 	lb_init(&lb, LOG_INFO, "http-request");
 	lb_str(&lb, "id", s->id);
 	lb_str(&lb, "client", s->peer_str);
@@ -281,12 +305,6 @@ static void log_request(struct session *s, const char *outcome)
 	if (outcome)
 		lb_str(&lb, "end", outcome);
 	lb_emit(&lb);
-	s->bytes_up += h->head_up + h->up.moved;
-	s->bytes_down += h->head_down + h->down.moved;
-	if (h->up.path)
-		s->path_up = h->up.path;
-	if (h->down.path)
-		s->path_down = h->down.path;
 }
 
 /* A request refused before (or instead of) its log line. */
@@ -411,7 +429,8 @@ static void http_greet(struct session *s)
 static void reset_request(struct http *h)
 {
 	if (h->head_buf)
-		OPENSSL_cleanse(h->head_buf, h->head_cap); /* Authorization */
+		OPENSSL_cleanse(h->head_buf, h->head_used); /* Authorization */
+	h->head_used = 0;
 	h->rs = R_HEAD;
 	h->head_started = false;
 	h->scanned = 0;
@@ -452,6 +471,17 @@ static void body_init(struct body *b, const struct http_head *head)
 	          (head->framing == HTTP_BODY_LENGTH && head->content_length == 0);
 }
 
+static bool idempotent(struct http_str m)
+{
+	static const char *const methods[] = {"GET", "HEAD",   "OPTIONS", "TRACE",
+	                                      "PUT", "DELETE", NULL};
+	for (size_t i = 0; methods[i]; i++) {
+		if (m.len == strlen(methods[i]) && memcmp(m.p, methods[i], m.len) == 0)
+			return true;
+	}
+	return false;
+}
+
 static void route_request(struct session *s);
 
 static void start_request(struct session *s)
@@ -465,9 +495,11 @@ static void start_request(struct session *s)
 	timer_set(h, T_NONE);
 	/* from the first head on, the connection's own timers apply */
 	session_preauth_done(s);
-	session_publish(s, "request");
 	body_init(&h->up, &h->req);
-	h->replayable = h->up.done && !h->req.upgrade_websocket;
+	/* RFC 9110 9.2.2: a proxy MUST NOT retry a non-idempotent request;
+	 * and a body we have not kept cannot be sent again */
+	h->replayable = h->up.done && h->req.framing == HTTP_BODY_NONE &&
+	                !h->req.upgrade_websocket && idempotent(h->req.method);
 	h->route_idx = http_route_match(h->router, h->req.path);
 	if (h->route_idx < 0) {
 		bool ka = h->up.done && h->req.keep_alive && !h->client_eof;
@@ -496,7 +528,7 @@ static void start_request(struct session *s)
 			/* the client waits for this before it sends the body we
 			 * must read to route (RFC 9110 10.1.1) */
 			static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-			session_reply_raw(s, cont, sizeof(cont) - 1);
+			send_to(&s->client, cont, sizeof(cont) - 1);
 			h->answered_continue = true;
 		}
 		timer_set(h, T_BODY);
@@ -517,6 +549,28 @@ static int fallback_dest(struct session *s, int idx)
 	return s->cfg->default_dest;
 }
 
+/* A kept backend leg idle for a while may have been closed by the backend
+ * (its keep-alive timeout) with the FIN not read yet when this request's
+ * event ran first: ask the socket before reusing it. A leg used moments ago
+ * is taken as it is; the retry in backend_gone covers a request that
+ * met a close anyway, where retrying is allowed. */
+#define BACKEND_PEEK_AFTER_MS 1000
+
+static void check_kept_backend(struct session *s)
+{
+	struct http *h = st(s);
+	char byte;
+
+	if (!s->backend_open || s->backend.fd < 0 ||
+	    now_ms() - h->backend_idle_ms < BACKEND_PEEK_AFTER_MS)
+		return;
+	ssize_t n = recv(s->backend.fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		return;
+	/* closed, reset, or bytes nobody asked for (a close_notify) */
+	session_backend_drop(s);
+}
+
 static void route_request(struct session *s)
 {
 	struct http *h = st(s);
@@ -531,7 +585,7 @@ static void route_request(struct session *s)
 	http_route_eval(h->router, h->route_idx, &h->req, body, body_len, &h->route);
 	h->rs = R_ROUTING;
 	timer_set(h, T_NONE);
-	session_publish(s, "request");
+	check_kept_backend(s);
 	if (h->route.kind == HTTP_ROUTE_ACCOUNT) {
 		/* an identifier that cannot be an account is no account: the
 		 * route's fallback, as when none was found */
@@ -594,10 +648,27 @@ static void try_head(struct session *s)
 		return;
 	}
 	h->head_started = true;
+	/* parse in a buffer of our own: the parsed fields point into it for
+	 * the whole request, while the connection's buffer moves on */
 	size_t look = len < max + 1 ? len : max + 1;
-	const uint8_t *p = evbuffer_pullup(in, (ev_ssize_t)look);
-	struct http_head tmp;
-	switch (http_parse_request(p, look, max, &tmp, &status, &why)) {
+	if (look > h->head_cap) {
+		size_t cap = look < 2048 ? 2048 : look;
+		uint8_t *nb = malloc(cap);
+		if (!nb) {
+			close_session(s, "out of memory");
+			return;
+		}
+		if (h->head_buf) {
+			OPENSSL_cleanse(h->head_buf, h->head_cap);
+			free(h->head_buf);
+		}
+		h->head_buf = nb;
+		h->head_cap = cap;
+	}
+	evbuffer_copyout(in, h->head_buf, look);
+	if (look > h->head_used)
+		h->head_used = look;
+	switch (http_parse_request(h->head_buf, look, max, &h->req, &status, &why)) {
 	case HTTP_PARSE_NEED_MORE:
 		h->scanned = len;
 		if (h->client_eof)
@@ -609,7 +680,7 @@ static void try_head(struct session *s)
 		{
 			char buf[512];
 			size_t n = http_error_response(status, false, false, buf, sizeof(buf));
-			session_reply_raw(s, buf, n);
+			send_to(&s->client, buf, n);
 		}
 		metrics_http_request(-1, status);
 		close_session(s, "malformed request");
@@ -617,29 +688,7 @@ static void try_head(struct session *s)
 	case HTTP_PARSE_OK:
 		break;
 	}
-	/* keep the head in a buffer of our own: the parsed fields point into
-	 * it, and the connection's buffer moves on */
-	if (tmp.head_len > h->head_cap) {
-		uint8_t *nb = malloc(tmp.head_len);
-		if (!nb) {
-			close_session(s, "out of memory");
-			return;
-		}
-		if (h->head_buf) {
-			OPENSSL_cleanse(h->head_buf, h->head_cap);
-			free(h->head_buf);
-		}
-		h->head_buf = nb;
-		h->head_cap = tmp.head_len;
-	}
-	memcpy(h->head_buf, p, tmp.head_len);
-	evbuffer_drain(in, tmp.head_len);
-	if (http_parse_request(h->head_buf, tmp.head_len, max, &h->req, &status, &why) !=
-	    HTTP_PARSE_OK) {
-		/* the same bytes parsed twice: cannot differ */
-		close_session(s, "internal error");
-		return;
-	}
+	evbuffer_drain(in, h->req.head_len);
 	start_request(s);
 }
 
@@ -832,6 +881,7 @@ static void pump_up(struct session *s)
 		size_t avail = evbuffer_get_length(in);
 		if (h->up.framing == HTTP_BODY_LENGTH) {
 			if (h->up.left > avail && h->up.left - avail >= XFER_MIN) {
+				conn_flush(&s->backend); /* the head goes first */
 				start_xfer(s, true, h->up.left);
 				return;
 			}
@@ -1048,20 +1098,20 @@ static void xfer_done(void *arg, const struct xfer_result *r)
 static bool write_response_head(struct session *s, const struct http_head *resp, bool keep_alive)
 {
 	struct http *h = st(s);
+	char small[HEAD_STACK];
 	size_t cap = resp->head_len + 256;
-	char *out = malloc(cap);
+	char *out = cap <= sizeof(small) ? small : malloc(cap);
 
 	if (!out)
 		return false;
 	size_t n = http_response_head_build(resp, keep_alive, out, cap);
-	if (n == 0) {
-		free(out);
-		return false;
+	if (n > 0) {
+		evbuffer_add(s->client.out, out, n); /* flushed with the body's first bytes */
+		h->head_down += n;
 	}
-	conn_write(&s->client, out, n);
-	h->head_down += n;
-	free(out);
-	return true;
+	if (out != small)
+		free(out);
+	return n > 0;
 }
 
 static void upgrade(struct session *s);
@@ -1293,6 +1343,7 @@ static void finish_request(struct session *s)
 	}
 	if (!h->backend_keep || s->backend.eof || evbuffer_get_length(s->backend.in) > 0)
 		session_backend_drop(s);
+	h->backend_idle_ms = now_ms();
 	reset_request(h);
 	session_next_login(s);
 	session_publish(s, "keepalive");
@@ -1342,8 +1393,9 @@ static void http_backend_ready(struct session *s)
 	session_backend_wait(s, false);
 	h->rs = R_FORWARD;
 	h->dest_name = s->d->name;
+	char small[HEAD_STACK];
 	size_t cap = h->req.head_len + 512;
-	char *out = malloc(cap);
+	char *out = cap <= sizeof(small) ? small : malloc(cap);
 	if (!out) {
 		close_session(s, "out of memory");
 		return;
@@ -1355,16 +1407,21 @@ static void http_backend_ready(struct session *s)
 	                           .drop_expect = h->answered_continue};
 	size_t n = http_request_head_build(&h->req, &fwd, out, cap);
 	if (n == 0) {
-		free(out);
+		if (out != small)
+			free(out);
 		refuse(s, 431, "forwarded head too large");
 		return;
 	}
-	conn_write(&s->backend, out, n);
-	free(out);
-	h->head_up = n;
-	session_publish(s, "request");
+	/* reading on before the head is queued: with bytes queued, the leg
+	 * would also arm its write event, for nothing (pump_up sends now) */
 	conn_read_start(&s->backend);
 	conn_read_start(&s->client);
+	evbuffer_add(s->backend.out, out, n);
+	if (out != small)
+		free(out);
+	h->head_up = n;
+	/* the core published account, destination and state "backend" when
+	 * it routed: one registry update per request is enough */
 	pump_up(s);
 }
 
@@ -1417,7 +1474,7 @@ static void http_goodbye(struct session *s, const char *why)
 			char buf[512];
 			unsigned status = timeout ? 408 : 503;
 			size_t n = http_error_response(status, false, false, buf, sizeof(buf));
-			session_reply_raw(s, buf, n);
+			send_to(&s->client, buf, n);
 			metrics_http_request(-1, status);
 		}
 		return;
@@ -1461,7 +1518,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 		if (h->head_started || evbuffer_get_length(s->client.in) > 0) {
 			char buf[512];
 			size_t n = http_error_response(408, false, false, buf, sizeof(buf));
-			session_reply_raw(s, buf, n);
+			send_to(&s->client, buf, n);
 			metrics_http_request(-1, 408);
 			close_session(s, "client too slow");
 			return;
