@@ -423,11 +423,13 @@ static void test_http_listener(void **state)
 
 	assert_null(load(http_replaced("forwarded = \"trust\"", "forwarded = \"yes\""), true));
 	expect_error(33, "listener.web.forwarded", "\"yes\" is not one of \"off\", \"trust\"");
-	assert_null(load(http_replaced("tls = \"implicit\"\nforwarded", "tls = \"starttls\"\nforwarded"),
-	                 true));
+	assert_null(load(
+	        http_replaced("tls = \"implicit\"\nforwarded", "tls = \"starttls\"\nforwarded"),
+	        true));
 	expect_error(32, "listener.web.tls", "HTTP has no STARTTLS");
-	assert_null(load(http_replaced("port = 443\ntls = \"implicit\"", "port = 443\ntls = \"starttls\""),
-	                 true));
+	assert_null(load(
+	        http_replaced("port = 443\ntls = \"implicit\"", "port = 443\ntls = \"starttls\""),
+	        true));
 	expect_error(28, "destination.legacy.protocol.http.tls", "HTTP has no STARTTLS");
 	assert_null(load(BASE "forwarded = \"off\"\n", true));
 	expect_error(26, "listener.imap.forwarded", "applies to http listeners only");
