@@ -620,6 +620,34 @@ def test_tls_backend_body_through_user_space(proxy, backends, big_file):
     assert field(line, "path_down") in ("userspace", "ktls-splice")
 
 
+def test_https_client_bodies_through_user_space(proxy, backends, big_file, harness_state,
+                                                pki):
+    """A TLS client leg (no kTLS on this kernel): 256 MiB down and 32 MiB up through
+    OpenSSL, byte for byte, to the plain new server."""
+    _, digest = big_file
+    mark = proxy.log_size()
+    tls = ["--cacert", pki.ca_file, "--resolve", f"mail.proxy.test:{HTTPS}:{PROXY_ADDR}"]
+    base = f"https://mail.proxy.test:{HTTPS}"
+    p = subprocess.run(["curl", "-sS", "--interface", CLIENT_ADDR, *tls, *basic("alice@example.org"),
+                        base + "/files/big.bin"], capture_output=True, timeout=300)
+    assert hashlib.sha256(p.stdout).hexdigest() == digest, p.stderr
+    line = request_line(proxy, r"path=/files/big\.bin .*destination=new", mark)
+    assert field(line, "path_down") in ("userspace", "ktls-splice")
+    data = p.stdout[:32 * MIB]
+    del p
+    upload = os.path.join(harness_state, "tls-upload.bin")
+    with open(upload, "wb") as f:
+        f.write(data)
+    code, _, err = curl(*tls, *basic("alice@example.org"), "-T", upload,
+                        base + "/dav/tls-up.bin", timeout=300)
+    assert code in (201, 204), err
+    stored = os.path.join(backends["new"].dav_dir, "tls-up.bin")
+    with open(stored, "rb") as f:
+        assert hashlib.sha256(f.read()).digest() == hashlib.sha256(data).digest()
+    os.unlink(stored)
+    os.unlink(upload)
+
+
 def test_chunked_request_body_passes_verbatim(proxy, backends, harness_state):
     """A chunked upload (curl sends chunked when the length is unknown) arrives whole."""
     data = os.urandom(3 * MIB + 17)
