@@ -110,6 +110,7 @@ struct http {
 	size_t head_cap, head_used;
 	struct http_head req;
 	int route_idx;
+	bool routed; /* route holds this request's evaluation */
 	struct http_route_result route;
 	char req_account[ACCOUNT_MAX + 1]; /* the account this request was routed by */
 	uint64_t peek_want;
@@ -251,7 +252,7 @@ static void refuse(struct session *s, unsigned status, const char *why)
 
 static const char *route_kind_name(const struct http *h)
 {
-	if (h->route_idx < 0)
+	if (!h->routed)
 		return NULL;
 	switch (h->route.kind) {
 	case HTTP_ROUTE_PINNED:
@@ -289,7 +290,7 @@ static void log_request(struct session *s, const char *outcome)
 	lb_mem(&lb, "path", h->req.path.p, h->req.path.len);
 	lb_str(&lb, "account", h->req_account[0] ? h->req_account : NULL);
 	lb_str(&lb, "route", route_kind_name(h));
-	if (h->req_account[0] || h->route.kind == HTTP_ROUTE_ACCOUNT)
+	if (h->routed && h->route.kind == HTTP_ROUTE_ACCOUNT)
 		lb_str(&lb, "source", h->route.source);
 	lb_str(&lb, "destination", h->dest_name);
 	lb_uint(&lb, "status", h->status);
@@ -434,10 +435,10 @@ static void reset_request(struct http *h)
 	h->rs = R_HEAD;
 	h->head_started = false;
 	h->scanned = 0;
-	memset(&h->req, 0, sizeof(h->req));
-	memset(&h->resp, 0, sizeof(h->resp));
-	memset(&h->route, 0, sizeof(h->route));
+	/* req, resp and route are written whole by the parsers before any use
+	 * (some 7 KB: not cleared for every request) */
 	h->route_idx = -1;
+	h->routed = false;
 	h->req_account[0] = '\0';
 	h->peek_want = 0;
 	h->peek_chunked = false;
@@ -583,6 +584,7 @@ static void route_request(struct session *s)
 		body = evbuffer_pullup(s->client.in, (ev_ssize_t)body_len);
 	}
 	http_route_eval(h->router, h->route_idx, &h->req, body, body_len, &h->route);
+	h->routed = true;
 	h->rs = R_ROUTING;
 	timer_set(h, T_NONE);
 	check_kept_backend(s);
