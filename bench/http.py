@@ -240,7 +240,7 @@ class HAProxy(Peer):
         conf = f"""
 global
     nbthread 2
-    maxconn 8000
+    maxconn 4000
     tune.pipesize 1048576
 defaults
     mode http

@@ -102,6 +102,7 @@ struct session {
 	struct conn client;
 	struct conn backend;
 	bool backend_open;
+	int backend_dest; /* the destination the open backend leg goes to, or -1 */
 
 	struct sockaddr_storage peer;  /* real client (after a PROXY header) */
 	struct sockaddr_storage local; /* address the client connected to */

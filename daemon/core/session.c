@@ -291,6 +291,7 @@ void session_accept(struct worker *w, size_t li, int fd, const struct sockaddr_s
 	s->listener_index = li;
 	s->ops = ops;
 	s->dest = -1;
+	s->backend_dest = -1;
 	s->started_us = now_us();
 	s->peer = *peer;
 	socklen_t sl = sizeof(s->local);
@@ -689,7 +690,7 @@ static void connect_destination(struct session *s, int dest)
 	 * keeps_backend): reuse it for the same destination, close it for
 	 * another one (it was announced with this client, to that backend) */
 	if (s->backend_open) {
-		reuse = s->ops->keeps_backend && dest == s->dest && backend_reusable(s);
+		reuse = s->ops->keeps_backend && dest == s->backend_dest && backend_reusable(s);
 		if (!reuse)
 			session_backend_drop(s);
 	}
@@ -697,11 +698,17 @@ static void connect_destination(struct session *s, int dest)
 	s->dest = dest;
 	s->d = &cfg->dests[dest];
 	s->ep = &s->d->endpoint[s->ls->protocol];
-	registry_update(&s->live, set_account, s);
 	if (reuse) {
+		/* the registry lock is process-wide: taken again only when
+		 * /sessions would show something else */
+		if (strcmp(s->live.account, s->account) != 0 ||
+		    strcmp(s->live.destination, s->d->name) != 0)
+			registry_update(&s->live, set_account, s);
 		s->ops->backend_ready(s);
 		return;
 	}
+	registry_update(&s->live, set_account, s);
+	s->backend_dest = dest;
 	if (!s->ep->present) {
 		char why[160];
 		snprintf(why, sizeof(why), "destination %s has no protocol.%s", s->d->name,
@@ -1170,6 +1177,7 @@ void session_backend_drop(struct session *s)
 	s->backend_connected = false;
 	s->backend_implicit_pending = false;
 	s->backend_tls = false;
+	s->backend_dest = -1;
 }
 
 void session_next_login(struct session *s)
@@ -1219,7 +1227,11 @@ void session_publish(struct session *s, const char *state)
 {
 	struct publish p = {s, state};
 
-	registry_update(&s->live, set_published, &p);
+	/* only this thread writes these fields: reading them needs no lock,
+	 * and the process-wide lock is taken only for a change */
+	if (s->live.state != state || strcmp(s->live.account, s->account) != 0 ||
+	    strcmp(s->live.destination, s->d ? s->d->name : "") != 0)
+		registry_update(&s->live, set_published, &p);
 	atomic_store_explicit(&s->live.bytes_up, s->bytes_up, memory_order_relaxed);
 	atomic_store_explicit(&s->live.bytes_down, s->bytes_down, memory_order_relaxed);
 }
