@@ -429,7 +429,7 @@ static bool splice_in(struct xfer *x, bool *progress)
 static void update_events(struct xfer *x)
 {
 	bool buffered = x->len > x->off || x->held > 0;
-	bool room = x->kernel ? x->len == x->off && (x->prd < 0 || x->held < x->pipe_cap)
+	bool room = x->kernel ? x->len == x->off && (x->prd < 0 || x->held <= x->pipe_cap / 2)
 	                      : x->len - x->off < x->cap;
 	/* level-triggered: a source with bytes waiting wakes us at once, so
 	 * it is watched whenever there is room, except while a splice into a
@@ -461,10 +461,11 @@ static void step(struct xfer *x)
 	for (int rounds = 0; rounds < 64 && !x->finished; rounds++) {
 		bool progress = false;
 
-		x->dst_blocked = false;
-		if (!write_buf(x, &progress))
+		/* a destination that said EAGAIN is not asked again before its
+		 * write event: each refused splice(2) or write is a wasted call */
+		if (!x->dst_blocked && !write_buf(x, &progress))
 			return;
-		if (x->kernel && x->len == x->off && !splice_out(x, &progress))
+		if (x->kernel && x->len == x->off && !x->dst_blocked && !splice_out(x, &progress))
 			return;
 		if (x->src_eof && !reading_done(x)) {
 			finish(x, XFER_SRC_EOF, NULL);
@@ -481,7 +482,10 @@ static void step(struct xfer *x)
 				x->src_readable = true;
 				if (!read_buf(x, &progress))
 					return;
-			} else if (x->len == x->off && !splice_in(x, &progress)) {
+			} else if (x->len == x->off && x->held <= x->pipe_cap / 2 &&
+			           !splice_in(x, &progress)) {
+				/* (the pipe is topped up once half of it went out:
+				 * a splice costs the same for 4 KiB as for 512) */
 				return;
 			}
 		} else if (x->src_readable && x->len - x->off < x->cap) {
@@ -514,6 +518,7 @@ static void on_dst_io(evutil_socket_t fd, short what, void *arg)
 {
 	struct xfer *x = arg;
 	x->write_wants_r = false;
+	x->dst_blocked = false;
 	step(x);
 }
 
