@@ -133,7 +133,17 @@ static bool glob_run(const struct glob_tok *t, size_t m, const char *path, size_
 {
 	uint8_t a[HTTP_GLOB_MAX + 1], b[HTTP_GLOB_MAX + 1];
 	uint8_t *cur = a, *next = b;
+	size_t lit = 0;
 
+	/* the literal bytes a rule starts with ("/admin" of "/admin/" "**")
+	 * must start the path: most rules are refused here, without the NFA */
+	while (lit < m && t[lit].op == G_LIT) {
+		if (lit >= len || (uint8_t)path[lit] != t[lit].arg)
+			return false;
+		lit++;
+	}
+	if (lit == m)
+		return len == m;
 	memset(cur, 0, m + 1);
 	cur[0] = 1;
 	glob_closure(t, m, cur);

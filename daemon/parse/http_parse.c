@@ -50,11 +50,22 @@
 /* ---- character classes ---- */
 
 /* tchar, RFC 9110 5.6.2 */
+static const uint8_t tchar_table[256] = {
+        ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1,
+        ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1,  ['~'] = 1, ['0'] = 1,
+        ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1,  ['7'] = 1, ['8'] = 1,
+        ['9'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1,  ['F'] = 1, ['G'] = 1,
+        ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1,  ['N'] = 1, ['O'] = 1,
+        ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1,  ['V'] = 1, ['W'] = 1,
+        ['X'] = 1, ['Y'] = 1, ['Z'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1,  ['d'] = 1, ['e'] = 1,
+        ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1,  ['l'] = 1, ['m'] = 1,
+        ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1,  ['t'] = 1, ['u'] = 1,
+        ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
+};
+
 static bool is_tchar(uint8_t c)
 {
-	if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-		return true;
-	return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+	return tchar_table[c];
 }
 
 static bool is_hex(uint8_t c)
@@ -121,10 +132,10 @@ bool http_utf8_valid(const uint8_t *p, size_t n)
 	return true;
 }
 
-static bool str_ieq(struct http_str s, const char *lit)
+/* Case-insensitive equality with a string of known length; the length
+ * is compared first, so most mismatches cost one comparison. */
+static bool str_ieq_n(struct http_str s, const char *lit, size_t n)
 {
-	size_t n = strlen(lit);
-
 	if (s.len != n)
 		return false;
 	for (size_t i = 0; i < n; i++) {
@@ -134,11 +145,19 @@ static bool str_ieq(struct http_str s, const char *lit)
 	return true;
 }
 
-static bool str_eq(struct http_str s, const char *lit)
+static bool str_ieq(struct http_str s, const char *lit)
 {
-	size_t n = strlen(lit);
+	return str_ieq_n(s, lit, strlen(lit));
+}
+
+static bool str_eq_n(struct http_str s, const char *lit, size_t n)
+{
 	return s.len == n && memcmp(s.p, lit, n) == 0;
 }
+
+/* for literals: the length is known at compile time */
+#define IEQ(s, lit) str_ieq_n((s), (lit), sizeof(lit) - 1)
+#define EQ(s, lit)  str_eq_n((s), (lit), sizeof(lit) - 1)
 
 static struct http_str trim_ows(struct http_str s)
 {
@@ -340,7 +359,7 @@ static bool check_codings(struct http_str v, struct parse_err *e, unsigned bad)
 		bool k = false;
 		for (size_t i = 0; known[i]; i++)
 			k |= str_ieq(c, known[i]);
-		last_chunked = str_ieq(c, "chunked");
+		last_chunked = IEQ(c, "chunked");
 		chunked += last_chunked;
 		unknown |= !k;
 	}
@@ -441,35 +460,35 @@ static bool summarise(const struct http_head *h, struct field_summary *s, struct
 		const struct http_field *f = &h->fields[i];
 		struct http_str name = f->name;
 
-		if (str_ieq(name, "content-length")) {
+		if (IEQ(name, "content-length")) {
 			if (s->cl)
 				return fail(e, bad, "more than one Content-Length");
 			s->cl = f;
-		} else if (str_ieq(name, "transfer-encoding")) {
+		} else if (IEQ(name, "transfer-encoding")) {
 			if (s->te)
 				return fail(e, bad, "more than one Transfer-Encoding");
 			s->te = f;
-		} else if (str_ieq(name, "host")) {
+		} else if (IEQ(name, "host")) {
 			if (s->host)
 				return fail(e, bad, "more than one Host");
 			s->host = f;
-		} else if (str_ieq(name, "connection")) {
+		} else if (IEQ(name, "connection")) {
 			struct http_str rest = f->value, opt;
 			while (list_next(&rest, &opt)) {
-				if (str_ieq(opt, "content-length") ||
-				    str_ieq(opt, "transfer-encoding") || str_ieq(opt, "host"))
+				if (IEQ(opt, "content-length") || IEQ(opt, "transfer-encoding") ||
+				    IEQ(opt, "host"))
 					return fail(e, bad, "Connection names a framing field");
-				s->conn_close |= str_ieq(opt, "close");
-				s->conn_keep_alive |= str_ieq(opt, "keep-alive");
-				s->conn_upgrade |= str_ieq(opt, "upgrade");
+				s->conn_close |= IEQ(opt, "close");
+				s->conn_keep_alive |= IEQ(opt, "keep-alive");
+				s->conn_upgrade |= IEQ(opt, "upgrade");
 			}
-		} else if (str_ieq(name, "upgrade")) {
+		} else if (IEQ(name, "upgrade")) {
 			if (!s->upgrade)
 				s->upgrade = f;
-		} else if (str_ieq(name, "expect")) {
+		} else if (IEQ(name, "expect")) {
 			if (!s->expect)
 				s->expect = f;
-		} else if (str_ieq(name, "content-type")) {
+		} else if (IEQ(name, "content-type")) {
 			if (!s->ctype)
 				s->ctype = f;
 		} else if (underscore_alias(name, "content-length") ||
@@ -561,7 +580,7 @@ static bool parse_target(const uint8_t *p, size_t n, struct http_head *h, struct
 	if (n > HTTP_MAX_TARGET)
 		return fail(e, 414, "request target too long");
 	if (n == 1 && p[0] == '*') { /* asterisk-form, RFC 9112 3.2.4 */
-		if (!str_eq(h->method, "OPTIONS"))
+		if (!EQ(h->method, "OPTIONS"))
 			return fail(e, 400, "asterisk-form target for a method other than OPTIONS");
 		h->path = slice(p, 1);
 		h->query = slice(p + 1, 0);
@@ -573,9 +592,9 @@ static bool parse_target(const uint8_t *p, size_t n, struct http_head *h, struct
 	/* absolute-form, RFC 9112 3.2.2: http or https only; the authority is
 	 * checked against Host once the fields are known */
 	size_t s = 0;
-	if (n >= 7 && str_ieq(slice(p, 7), "http://"))
+	if (n >= 7 && IEQ(slice(p, 7), "http://"))
 		s = 7;
-	else if (n >= 8 && str_ieq(slice(p, 8), "https://"))
+	else if (n >= 8 && IEQ(slice(p, 8), "https://"))
 		s = 8;
 	else
 		return fail(e, 400, "request target is neither origin-form nor absolute-form");
@@ -613,7 +632,7 @@ static bool parse_request_line(const uint8_t *p, size_t n, struct http_head *h, 
 	if (!sp2) /* "GET /": HTTP/0.9 is not spoken here */
 		return fail(e, 400, "request line without a version");
 	h->method = slice(p, m);
-	if ((size_t)(sp2 - sp1 - 1) == 1 && sp1[1] == '*' && str_eq(h->method, "PRI"))
+	if ((size_t)(sp2 - sp1 - 1) == 1 && sp1[1] == '*' && EQ(h->method, "PRI"))
 		return fail(e, 505, "HTTP/2 connection preface"); /* RFC 9113 3.4 */
 	if (sp2 == sp1 + 1)
 		return fail(e, 400, "empty request target");
@@ -624,7 +643,7 @@ static bool parse_request_line(const uint8_t *p, size_t n, struct http_head *h, 
 		return fail(e, 400, "invalid HTTP version");
 	if (v == 0)
 		return fail(e, 505, "HTTP version not supported");
-	if (str_ieq(h->method, "CONNECT"))
+	if (IEQ(h->method, "CONNECT"))
 		return fail(e, 501, "CONNECT is not supported");
 	h->target = slice(sp1 + 1, (size_t)(sp2 - sp1 - 1));
 	return parse_target(sp1 + 1, h->target.len, h, e);
@@ -794,11 +813,11 @@ enum http_parse_status http_parse_request(const uint8_t *buf, size_t len, size_t
 	        h->version_minor == 1 ? !s.conn_close : (s.conn_keep_alive && !s.conn_close);
 	/* RFC 6455 4.1: GET, HTTP/1.1, "Upgrade: websocket" exactly (a list
 	 * could let the backend pick another protocol, e.g. h2c) */
-	h->upgrade_websocket = s.conn_upgrade && s.upgrade &&
-	                       str_ieq(s.upgrade->value, "websocket") && str_eq(h->method, "GET") &&
-	                       h->version_minor == 1 && h->framing == HTTP_BODY_NONE;
+	h->upgrade_websocket = s.conn_upgrade && s.upgrade && IEQ(s.upgrade->value, "websocket") &&
+	                       EQ(h->method, "GET") && h->version_minor == 1 &&
+	                       h->framing == HTTP_BODY_NONE;
 	/* RFC 9110 10.1.1: ignored in HTTP/1.0 and without content */
-	h->expect_continue = s.expect && str_ieq(s.expect->value, "100-continue") &&
+	h->expect_continue = s.expect && IEQ(s.expect->value, "100-continue") &&
 	                     h->version_minor == 1 && h->framing != HTTP_BODY_NONE;
 	return HTTP_PARSE_OK;
 
@@ -887,12 +906,12 @@ enum http_parse_status http_parse_response(const uint8_t *buf, size_t len, size_
 		fail(&e, 502, "invalid Content-Length");
 		goto error;
 	}
-	if (str_eq(request_method, "CONNECT") && h->status / 100 == 2) {
+	if (EQ(request_method, "CONNECT") && h->status / 100 == 2) {
 		fail(&e, 502, "2xx to CONNECT");
 		goto error;
 	}
 	no_body = h->status / 100 == 1 || h->status == 204 || h->status == 304 ||
-	          str_eq(request_method, "HEAD");
+	          EQ(request_method, "HEAD");
 	if (no_body)
 		h->framing = HTTP_BODY_NONE;
 	else if (s.te)
@@ -908,7 +927,7 @@ enum http_parse_status http_parse_response(const uint8_t *buf, size_t len, size_
 	        (h->version_minor == 1 ? !s.conn_close : (s.conn_keep_alive && !s.conn_close)) &&
 	        h->framing != HTTP_BODY_UNTIL_CLOSE && h->status != 101;
 	h->upgrade_websocket = h->status == 101 && s.conn_upgrade && s.upgrade &&
-	                       str_ieq(s.upgrade->value, "websocket");
+	                       IEQ(s.upgrade->value, "websocket");
 	h->event_stream = s.ctype && is_event_stream(s.ctype->value);
 	return HTTP_PARSE_OK;
 
@@ -1279,14 +1298,48 @@ static bool str_ieq_str(struct http_str a, struct http_str b)
 	return true;
 }
 
-/* Whether a Connection field of h lists name as a connection option (RFC
- * 9110 7.6.1: such fields are for this hop only). */
-static bool named_by_connection(const struct http_head *h, struct http_str name)
+/* The connection options of h (RFC 9110 7.6.1: the fields they name are
+ * for this hop only), gathered once per head built. */
+#define CONN_OPTS_MAX 64
+struct conn_opts {
+	struct http_str opt[CONN_OPTS_MAX];
+	size_t n;
+	bool overflow; /* more than CONN_OPTS_MAX: look them up each time */
+};
+
+static void conn_opts_init(const struct http_head *h, struct conn_opts *o)
 {
+	o->n = 0;
+	o->overflow = false;
 	for (size_t i = 0; i < h->n_fields; i++) {
 		struct http_str rest, opt;
 
-		if (!str_ieq(h->fields[i].name, "connection"))
+		if (!IEQ(h->fields[i].name, "connection"))
+			continue;
+		rest = h->fields[i].value;
+		while (list_next(&rest, &opt)) {
+			if (o->n == CONN_OPTS_MAX)
+				o->overflow = true;
+			else
+				o->opt[o->n++] = opt;
+		}
+	}
+}
+
+static bool named_by_connection(const struct http_head *h, const struct conn_opts *o,
+                                struct http_str name)
+{
+	if (!o->overflow) {
+		for (size_t i = 0; i < o->n; i++) {
+			if (str_ieq_str(o->opt[i], name))
+				return true;
+		}
+		return false;
+	}
+	for (size_t i = 0; i < h->n_fields; i++) {
+		struct http_str rest, opt;
+
+		if (!IEQ(h->fields[i].name, "connection"))
 			continue;
 		rest = h->fields[i].value;
 		while (list_next(&rest, &opt)) {
@@ -1297,13 +1350,11 @@ static bool named_by_connection(const struct http_head *h, struct http_str name)
 	return false;
 }
 
-static bool in_list(struct http_str name, const char *const *list)
+/* Removed by every hop (RFC 9110 7.6.1), whatever Connection says. */
+static bool hop_by_hop(struct http_str n)
 {
-	for (size_t i = 0; list[i]; i++) {
-		if (str_ieq(name, list[i]))
-			return true;
-	}
-	return false;
+	return IEQ(n, "connection") || IEQ(n, "keep-alive") || IEQ(n, "proxy-connection") ||
+	       IEQ(n, "te") || IEQ(n, "trailer") || IEQ(n, "upgrade");
 }
 
 /* Forwarded, X-Forwarded-* and X-Real-IP: what a client may claim about
@@ -1312,9 +1363,9 @@ static bool is_forwarding_field(struct http_str name)
 {
 	static const char xf[] = "x-forwarded-";
 
-	if (str_ieq(name, "forwarded") || str_ieq(name, "x-real-ip"))
+	if (IEQ(name, "forwarded") || IEQ(name, "x-real-ip"))
 		return true;
-	return name.len > sizeof(xf) - 1 && str_ieq((struct http_str){name.p, sizeof(xf) - 1}, xf);
+	return name.len > sizeof(xf) - 1 && IEQ(((struct http_str){name.p, sizeof(xf) - 1}), xf);
 }
 
 /* An address literal as inet_ntop writes it, nothing a header could be
@@ -1333,11 +1384,13 @@ static bool plain_ip(const char *ip)
 }
 
 /* The client's own values of a forwarding field we extend, joined. */
-static void put_trusted_chain(struct out *o, const struct http_head *h, const char *name)
+static void put_trusted_chain(struct out *o, const struct http_head *h, const struct conn_opts *co,
+                              const char *name)
 {
 	for (size_t i = 0; i < h->n_fields; i++) {
 		const struct http_field *f = &h->fields[i];
-		if (!str_ieq(f->name, name) || f->value.len == 0 || named_by_connection(h, f->name))
+		if (!str_ieq(f->name, name) || f->value.len == 0 ||
+		    named_by_connection(h, co, f->name))
 			continue;
 		put(o, f->value.p, f->value.len);
 		put(o, ", ", 2);
@@ -1347,14 +1400,13 @@ static void put_trusted_chain(struct out *o, const struct http_head *h, const ch
 size_t http_request_head_build(const struct http_head *h, const struct http_forward *f, char *out,
                                size_t outlen)
 {
-	static const char *const hop_by_hop[] = {
-	        "connection", "keep-alive", "proxy-connection",    "te",
-	        "trailer",    "upgrade",    "proxy-authorization", NULL};
 	struct out o = {out, 0, outlen, false};
 	char version[] = "HTTP/1.1";
+	struct conn_opts co;
 
 	if (f->add_forwarded && !plain_ip(f->client_ip))
 		return 0;
+	conn_opts_init(h, &co);
 	version[7] = (char)('0' + h->version_minor);
 	put(&o, h->method.p, h->method.len);
 	put(&o, " ", 1);
@@ -1365,14 +1417,14 @@ size_t http_request_head_build(const struct http_head *h, const struct http_forw
 	for (size_t i = 0; i < h->n_fields; i++) {
 		struct http_str name = h->fields[i].name;
 
-		if (in_list(name, hop_by_hop) || named_by_connection(h, name))
+		if (hop_by_hop(name) || IEQ(name, "proxy-authorization") ||
+		    named_by_connection(h, &co, name))
 			continue;
-		if (f->drop_expect && str_ieq(name, "expect"))
+		if (f->drop_expect && IEQ(name, "expect"))
 			continue;
 		if (is_forwarding_field(name) && !f->trust_client_forwarded)
 			continue;
-		if (f->add_forwarded &&
-		    (str_ieq(name, "forwarded") || str_ieq(name, "x-forwarded-for")))
+		if (f->add_forwarded && (IEQ(name, "forwarded") || IEQ(name, "x-forwarded-for")))
 			continue; /* extended below, as one field each */
 		put_field(&o, name, h->fields[i].value);
 	}
@@ -1382,14 +1434,14 @@ size_t http_request_head_build(const struct http_head *h, const struct http_forw
 		/* RFC 7239 4 and 6: for=192.0.2.7, for="[2001:db8::7]" */
 		put_str(&o, "Forwarded: ");
 		if (f->trust_client_forwarded)
-			put_trusted_chain(&o, h, "forwarded");
+			put_trusted_chain(&o, h, &co, "forwarded");
 		put_str(&o, v6 ? "for=\"[" : "for=");
 		put_str(&o, f->client_ip);
 		put_str(&o, v6 ? "]\"" : "");
 		put_str(&o, f->client_tls ? ";proto=https\r\n" : ";proto=http\r\n");
 		put_str(&o, "X-Forwarded-For: ");
 		if (f->trust_client_forwarded)
-			put_trusted_chain(&o, h, "x-forwarded-for");
+			put_trusted_chain(&o, h, &co, "x-forwarded-for");
 		put_str(&o, f->client_ip);
 		put(&o, "\r\n", 2);
 	}
@@ -1406,11 +1458,11 @@ size_t http_request_head_build(const struct http_head *h, const struct http_forw
 size_t http_response_head_build(const struct http_head *h, bool keep_alive, char *out,
                                 size_t outlen)
 {
-	static const char *const hop_by_hop[] = {
-	        "connection", "keep-alive", "proxy-connection",   "te",
-	        "trailer",    "upgrade",    "proxy-authenticate", NULL};
 	struct out o = {out, 0, outlen, false};
 	char status[16];
+	struct conn_opts co;
+
+	conn_opts_init(h, &co);
 
 	/* our own version (RFC 9110 6.2); the status as the backend said */
 	snprintf(status, sizeof(status), "HTTP/1.1 %03u ", h->status % 1000);
@@ -1419,10 +1471,11 @@ size_t http_response_head_build(const struct http_head *h, bool keep_alive, char
 	put(&o, "\r\n", 2);
 	for (size_t i = 0; i < h->n_fields; i++) {
 		struct http_str name = h->fields[i].name;
-		bool handshake = h->status == 101 &&
-		                 (str_ieq(name, "connection") || str_ieq(name, "upgrade"));
+		bool handshake =
+		        h->status == 101 && (IEQ(name, "connection") || IEQ(name, "upgrade"));
 
-		if (!handshake && (in_list(name, hop_by_hop) || named_by_connection(h, name)))
+		if (!handshake && (hop_by_hop(name) || IEQ(name, "proxy-authenticate") ||
+		                   named_by_connection(h, &co, name)))
 			continue;
 		put_field(&o, name, h->fields[i].value);
 	}

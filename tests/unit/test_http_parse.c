@@ -964,6 +964,28 @@ static void test_request_head_build(void **state)
 	assert_int_equal(http_request_head_build(&h, &f, out, sizeof(out)), 0);
 }
 
+/* More Connection options than the builder gathers at once: the fields
+ * they name are still dropped. */
+static void test_request_head_build_many_options(void **state)
+{
+	char req[2048], out[4096];
+	size_t n = 0;
+	struct http_head h;
+	unsigned status;
+	struct http_forward f = {.client_ip = "127.0.0.1"};
+
+	n += (size_t)sprintf(req, "GET / HTTP/1.1\r\nHost: a\r\nConnection: ");
+	for (int i = 0; i < 70; i++)
+		n += (size_t)sprintf(req + n, "o%d, ", i);
+	n += (size_t)sprintf(req + n, "X-Drop\r\nX-Drop: 1\r\nO3: 2\r\nX-Keep: 3\r\n\r\n");
+	assert_int_equal(parse_req(req, &h, &status), HTTP_PARSE_OK);
+	n = http_request_head_build(&h, &f, out, sizeof(out));
+	assert_true(n > 0);
+	out[n] = '\0';
+	assert_string_equal(out, "GET / HTTP/1.1\r\nHost: a\r\nX-Keep: 3\r\nConnection: "
+	                         "keep-alive\r\n\r\n");
+}
+
 static void test_request_head_build_websocket(void **state)
 {
 	const char *req = "GET /jmap/ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\n"
@@ -1050,6 +1072,7 @@ int main(void)
 	        cmocka_unit_test(test_chunked_limits),
 	        cmocka_unit_test(test_chunked_skip),
 	        cmocka_unit_test(test_request_head_build),
+	        cmocka_unit_test(test_request_head_build_many_options),
 	        cmocka_unit_test(test_request_head_build_websocket),
 	        cmocka_unit_test(test_response_head_build),
 	};
