@@ -27,7 +27,7 @@ B       := build
 CC      ?= cc
 CLANG   ?= clang
 BPFTOOL ?= bpftool
-PKGS    := libevent libevent_openssl libevent_pthreads openssl libbpf jansson \
+PKGS    := libevent libevent_openssl libevent_pthreads openssl libbpf jansson libpcre2-8 \
            libnl-3.0 libnl-idiag-3.0 libcap libsystemd hiredis libpq
 
 CFLAGS  ?= -O2 -g

@@ -239,11 +239,6 @@ struct config {
 	unsigned admin_min_token_len;
 	unsigned admin_lockout_threshold;
 	uint64_t admin_lockout_duration_ms;
-
-	/* what the configuration asks for that this build does not serve:
-	 * fine for --check, refused at start */
-	char *unserved[16];
-	size_t n_unserved;
 };
 
 /* Load and validate. On failure returns NULL and writes every error (one per

@@ -84,24 +84,32 @@ enum http_parse_status {
 
 /*
  * Parse a request head at the start of buf. Empty lines before the request
- * line are skipped (RFC 9112 2.2 allows at least one). On
- * HTTP_PARSE_ERROR, *status is the status to answer (400, 414, 431, 501
- * for a transfer coding we do not know, 505) and *why a short static text
- * for the log.
+ * line are skipped (RFC 9112 2.2 allows at least one) and counted in
+ * head_len. On HTTP_PARSE_ERROR, *status is the status to answer (400, 414,
+ * 431, 501 for CONNECT or a transfer coding we do not know, 505) and *why a
+ * short static text for the log. "Content-Length: 0" is HTTP_BODY_NONE.
  */
 enum http_parse_status http_parse_request(const uint8_t *buf, size_t len, size_t max_head,
-                                          struct http_head *h, unsigned *status,
-                                          const char **why);
+                                          struct http_head *h, unsigned *status, const char **why);
 
 /*
  * Parse a backend's response head. request_method decides the framing
  * of a body-less answer (HEAD; 2xx to CONNECT is refused); 1xx, 204 and
  * 304 have no body (RFC 9112 6.3). A response the proxy cannot frame
  * without guessing is an error: the caller answers 502.
+ *
+ * Interim responses: a 1xx other than 101 (100 Continue, 103 Early Hints)
+ * parses as a complete head with HTTP_BODY_NONE. The caller forwards it
+ * (http_response_head_build adds no Connection field to a 1xx; RFC 9110
+ * 15.2: not to an HTTP/1.0 client), drops h->head_len bytes and calls
+ * http_parse_response again for the final answer to the same request.
  */
 enum http_parse_status http_parse_response(const uint8_t *buf, size_t len, size_t max_head,
                                            struct http_str request_method, struct http_head *h,
                                            const char **why);
+
+/* Whether p[0..n) is well-formed UTF-8 (RFC 3629). */
+bool http_utf8_valid(const uint8_t *p, size_t n);
 
 /* The first field with this name (case-insensitive), or NULL. */
 const struct http_field *http_field_get(const struct http_head *h, const char *name);
@@ -123,6 +131,7 @@ struct http_chunked {
 	size_t line;        /* bytes of the current size or trailer line */
 	size_t trailer;     /* bytes of trailer section so far */
 	size_t max_trailer;
+	uint32_t trailer_match; /* private: forbidden trailer names still matching */
 };
 
 enum http_chunk_status {

@@ -3,7 +3,7 @@
  *
  *   match        a glob on the request path: '*' is any run of characters
  *                except '/', '**' any run including '/', '?' one character
- *                except '/'; "/a/**" also matches "/a". First rule that
+ *                except '/'; "/a/" "**" also matches "/a". First rule that
  *                matches wins. A path with trailing slashes is also tried
  *                without them ("/api/" matches a rule "/api"), and the
  *                earlier of the two matches wins; "/" is never trimmed.
@@ -42,7 +42,9 @@ struct config;
 struct http_router;
 
 /* Compile cfg->http_routes. NULL on error, err holds every problem, one per
- * line, "FILE:LINE: http.route.<key>: what is wrong". */
+ * line, "FILE:LINE: http.route.<key>: what is wrong". The router keeps no
+ * pointer into cfg. config_load calls this to validate, so --check reports
+ * route errors. */
 struct http_router *http_router_build(const struct config *cfg, char *err, size_t errlen);
 void http_router_free(struct http_router *r);
 
@@ -65,10 +67,12 @@ enum http_route_kind {
 
 struct http_route_result {
 	enum http_route_kind kind;
-	int dest; /* index into cfg->dests */
-	char identifier[ACCOUNT_MAX + 1];
-	const char *source; /* "basic", "bearer-sw1", "jwt", "query", "header",
-	                       "body": for the session log */
+	int dest;                         /* index into cfg->dests; -1 for ACCOUNT, and for FALLBACK
+	                                     when no [routing] default_destination is configured */
+	char identifier[ACCOUNT_MAX + 1]; /* ACCOUNT only, else "" */
+	const char *source;               /* "basic", "bearer-sw1", "jwt", "query", "header",
+	                                     "body" (ACCOUNT), "pinned", "none" (FALLBACK):
+	                                     for the session log; never NULL */
 };
 
 /* Decide for rule idx. body may be NULL when the rule does not need it. */

@@ -32,6 +32,9 @@ void metrics_backend_error(int dest);
 void metrics_admin_request(enum admin_endpoint ep, int status);
 /* Sessions asked to close by POST /connections/kick. */
 void metrics_kicks(size_t n);
+/* One HTTP request answered with status; dest < 0 when the proxy answered
+ * it itself (a malformed request, no route, no backend reached). */
+void metrics_http_request(int dest, unsigned status);
 
 /* Append the whole exposition: the counters above, the mapping cache
  * (rs) and every destination's circuit breaker. names[] are the

@@ -24,6 +24,7 @@
 struct session;
 struct store;
 struct store_loop;
+struct http_router;
 
 struct worker {
 	struct server *srv;
@@ -56,6 +57,7 @@ struct server {
 	struct tls_client_opts *dest_opts;
 	atomic_size_t *listener_conns; /* per listener, for max_connections */
 	atomic_size_t *source_next;    /* per destination, source_ips round robin */
+	struct http_router *http;      /* [[http.route]], when an http listener exists */
 	struct worker *workers;
 	size_t n_workers;
 	atomic_bool draining;

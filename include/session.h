@@ -62,6 +62,10 @@ struct proto_ops {
 	 * but part of the byte stream the relay carries on (port 25 bridges
 	 * bytes and never answers for the client) */
 	bool relays_client_eof;
+	/* HTTP: the backend leg outlives one request; the next login routed to
+	 * the same destination reuses it while it is alive (see
+	 * session_connect_dest) */
+	bool keeps_backend;
 };
 
 extern const struct proto_ops imap_ops;
@@ -71,6 +75,7 @@ extern const struct proto_ops pop3_ops __attribute__((weak));
 extern const struct proto_ops submission_ops __attribute__((weak));
 extern const struct proto_ops sieve_ops __attribute__((weak));
 extern const struct proto_ops smtp_passthrough_ops __attribute__((weak));
+extern const struct proto_ops http_ops __attribute__((weak));
 
 enum session_phase {
 	PHASE_PROXY_HEADER, /* waiting for a balancer's PROXY header */
@@ -97,6 +102,7 @@ struct session {
 	struct conn client;
 	struct conn backend;
 	bool backend_open;
+	int backend_dest; /* the destination the open backend leg goes to, or -1 */
 
 	struct sockaddr_storage peer;  /* real client (after a PROXY header) */
 	struct sockaddr_storage local; /* address the client connected to */
@@ -136,6 +142,7 @@ struct session {
 	bool dns_pending;
 	bool backend_connected;        /* TCP connect completed */
 	bool backend_implicit_pending; /* implicit TLS handshake under way */
+	bool backend_timed_out;        /* backend_timeout expired (HTTP answers 504) */
 
 	struct relay *relay;
 	const char *end_reason;
@@ -196,5 +203,35 @@ void session_login_succeeded(struct session *s);
 
 /* Kick / shutdown (worker thread). */
 void session_abort(struct session *s, const char *reason);
+
+/* ---- for HTTP: one login per request on a kept-alive connection ----
+ *
+ * Every request is routed on its own: an account goes through
+ * session_login() (canonical form, holds, mapping, cache), a pinned or
+ * fallback route through session_connect_dest(). With ops->keeps_backend
+ * the backend leg stays open between requests: a login routed to the
+ * destination it is connected to reuses it while it is alive (ops->
+ * backend_ready comes at once, without a new announcement); a login routed
+ * elsewhere closes it and connects anew. */
+
+/* Connect destination dest (an index into cfg->dests) without a lookup.
+ * Ends in ops->backend_ready or ops->backend_failed, like session_login;
+ * both may be called before this returns. The client leg keeps reading
+ * (so does session_login's for a keeps_backend protocol). */
+void session_connect_dest(struct session *s, int dest, bool routed_to_default);
+/* Close the backend leg now (the next request connects anew). */
+void session_backend_drop(struct session *s);
+/* The request is answered: back to PHASE_LOGIN, client reads on, and the
+ * next login may be held again by /connections/delay. */
+void session_next_login(struct session *s);
+/* The first request reached a backend: preauth_timeout no longer applies. */
+void session_preauth_done(struct session *s);
+/* Arm (waiting) or stop backend_timeout while the backend owes an answer;
+ * on expiry ops->backend_failed(BACKEND_FAIL_UNAVAILABLE) is called with
+ * s->backend_timed_out set. */
+void session_backend_wait(struct session *s, bool waiting);
+/* Show account, destination and state (e.g. "request", "keepalive") in
+ * GET /sessions; bytes_up/bytes_down are published as the live counters. */
+void session_publish(struct session *s, const char *state);
 
 #endif

@@ -24,6 +24,7 @@ sys.path.insert(0, TOP)
 
 from tests.harness.backends import (MailStack, check_world_traversable,  # noqa: E402
                                     missing_prerequisites, start_stacks, stop_stacks)
+from tests.harness.http_backends import Nginx  # noqa: E402
 from tests.harness.pki import Pki  # noqa: E402
 
 STATE = "/tmp/mailsplice-demo"
@@ -74,7 +75,7 @@ def main():
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
-    stacks, proxy = [], None
+    stacks, webs, proxy = [], [], None
     try:
         pki = Pki(os.path.join(STATE, "pki"))
         pki.issue("mail.demo.test", ["mail.demo.test", "127.0.0.1"])
@@ -86,6 +87,11 @@ def main():
         legacy, new = stacks
         say("demo: starting the legacy and new backend stacks ...")
         start_stacks(*stacks)
+        # their web sides: plain on legacy, TLS + PROXY protocol on new
+        webs.append(Nginx("legacy-web", STATE, legacy.address, 20080).start())
+        cert, key = pki.issue("new.rb.test", ["new.rb.test", new.address])
+        webs.append(Nginx("new-web", STATE, new.address, 20443, tls=(cert, key),
+                          proxy_protocol=True).start())
         for user in ("alice@example.org", "bob@example.org"):
             deliver(legacy, user, f"Welcome {user.split('@')[0]}", "Your mail lives on the "
                     "legacy server for now.")
@@ -119,7 +125,8 @@ def main():
         auth = f"-H 'Authorization: Bearer {token}'"
         say(f"""
 demo: ready. mailspliced (pid {proxy.pid}) listens on 127.0.0.1: IMAP 10143/10993,
-      POP3S 10995, submission 10587, ManageSieve 14190, SMTP 10025, admin API 19443.
+      POP3S 10995, submission 10587, ManageSieve 14190, SMTP 10025, HTTPS 10443,
+      admin API 19443.
       Accounts: alice@example.org / alice-pw (legacy), bob@example.org / bob-pw (moved to new).
 
 1. Read alice's mailbox through the proxy (she is on the legacy stack):
@@ -144,6 +151,14 @@ demo: ready. mailspliced (pid {proxy.pid}) listens on 127.0.0.1: IMAP 10143/1099
 4. Read her mailbox again: same command as in 1. Now the new stack logs the login:
      grep 'Login: user=<alice' {new.dovecot_log}
    (rip={CLIENT} again: this time announced with a PROXY v2 header)
+
+5. The web side (JMAP, WebDAV, web admin) on 443 is routed per request by the account
+   in its credentials: bob is on new (and alice too, after step 3), anyone else on legacy:
+     {curl} --resolve mail.demo.test:10443:127.0.0.1 -u bob@example.org:bob-pw https://mail.demo.test:10443/jmap/session
+     {curl} --resolve mail.demo.test:10443:127.0.0.1 -u carol@example.org:carol-pw https://mail.demo.test:10443/jmap/session
+   Each nginx answers with what it saw: server=new-web with proxy_protocol_addr={CLIENT}
+   (PROXY v2 header) and forwarded=for={CLIENT};proto=https; the proxy logs one
+   event=http-request line per request (account, destination, status, no credentials).
 
 The admin token is in {STATE}/admin.token. Ctrl-C stops everything and removes {STATE}.
 demo: showing the proxy's log ({log_path}):
@@ -170,6 +185,8 @@ demo: showing the proxy's log ({log_path}):
             except subprocess.TimeoutExpired:
                 proxy.kill()
                 proxy.wait()
+        for web in webs:
+            web.stop()
         if stacks:
             stop_stacks(*stacks, ignore_errors=True)
         shutil.rmtree(STATE, ignore_errors=True)

@@ -11,7 +11,8 @@ APT="apt-get -o DPkg::Lock::Timeout=600 -y -q"
 # build
 PKGS="make gcc libc6-dev pkg-config clang llvm clang-format
  libbpf-dev bpftool libssl-dev openssl libevent-dev libjansson-dev
- libnl-3-dev libnl-idiag-3-dev libcap-dev libsystemd-dev libhiredis-dev libpq-dev"
+ libnl-3-dev libnl-idiag-3-dev libcap-dev libsystemd-dev libpcre2-dev libhiredis-dev
+ libpq-dev"
 # tests: real backends and real clients
 PKGS="$PKGS libcmocka-dev python3 python3-pytest
  dovecot-core dovecot-imapd dovecot-pop3d dovecot-managesieved dovecot-sieve

@@ -24,6 +24,7 @@
 #include <openssl/ssl.h>
 
 #include "bus.h"
+#include "http_route.h"
 #include "log.h"
 #include "store.h"
 #include "tls.h"
@@ -93,17 +94,6 @@ static void errorf(struct loader *l, unsigned line, const char *key, const char 
 		l->errused += (size_t)n;
 	if (l->errused >= l->errlen)
 		l->errused = l->errlen;
-}
-
-/* Something the configuration asks for that this build does not serve. */
-static void add_unserved(struct config *c, const char *what)
-{
-	for (size_t i = 0; i < c->n_unserved; i++) {
-		if (strcmp(c->unserved[i], what) == 0)
-			return;
-	}
-	if (c->n_unserved < ARRAY_LEN(c->unserved))
-		c->unserved[c->n_unserved++] = xstrdup(what);
 }
 
 /* ---- typed getters: each checks the type and names the key on error ---- */
@@ -776,6 +766,9 @@ static void load_endpoint(struct loader *l, struct cfg_destination *d, enum prot
 		errorf(l, t->line, kname(kb, sizeof(kb), table, "tls"),
 		       "missing (\"implicit\", \"starttls\" or \"plain\")");
 	e->tls = (enum tls_mode)get_enum(l, t, table, "tls", tls_names, TLS_MODE_PLAIN);
+	if (p == PROTO_HTTP && e->tls == TLS_MODE_STARTTLS)
+		errorf(l, line_of(t, "tls"), kname(kb, sizeof(kb), table, "tls"),
+		       "HTTP has no STARTTLS: use \"implicit\" (https) or \"plain\"");
 	if (toml_get(t, "forwarding")) {
 		e->has_forwarding = true;
 		e->forwarding = (enum forwarding)get_enum(l, t, table, "forwarding",
@@ -1029,7 +1022,20 @@ static void load_listener(struct loader *l, struct cfg_listener *ls, const struc
 	ls->max_connections = (unsigned)get_int(l, t, table, "max_connections", 8192, 1, 10000000);
 	ls->preauth_timeout_ms = get_duration(l, t, table, "preauth_timeout", 30000);
 	ls->max_auth_attempts = (unsigned)get_int(l, t, table, "max_auth_attempts", 3, 1, 100);
-	ls->forwarded = get_str(l, t, table, "forwarded", NULL);
+	/* "off": a client's own Forwarded / X-Forwarded-For are removed;
+	 * "trust": kept, and ours appended (a balancer in front of us) */
+	static const char *const forwarded_modes[] = {"off", "trust", NULL};
+	if (toml_get(t, "forwarded")) {
+		int fm = get_enum(l, t, table, "forwarded", forwarded_modes, 0);
+		ls->forwarded = xstrdup(forwarded_modes[fm]);
+		if (ls->protocol != PROTO_HTTP)
+			errorf(l, line_of(t, "forwarded"),
+			       kname(kb, sizeof(kb), table, "forwarded"),
+			       "applies to http listeners only");
+	}
+	if (ls->protocol == PROTO_HTTP && ls->tls == TLS_MODE_STARTTLS)
+		errorf(l, line_of(t, "tls"), kname(kb, sizeof(kb), table, "tls"),
+		       "HTTP has no STARTTLS: use \"implicit\" (https) or \"plain\"");
 	ls->allow_plaintext_login = get_bool(l, t, table, "allow_plaintext_login", false);
 }
 
@@ -1152,6 +1158,26 @@ static void load_oauth(struct loader *l, const struct toml_value *root)
 	l->cfg->jwt_username_claim = get_str(l, t, "oauth", "jwt_username_claim", "email");
 }
 
+/* Compile [[http.route]] as the proxy will, to report every bad rule with
+ * its line; the router itself is built again by whoever serves HTTP. */
+static void check_http_routes(struct loader *l)
+{
+	bool full = l->errused >= l->errlen;
+	char none[1], *err = full ? none : l->err + l->errused;
+	struct http_router *r = http_router_build(l->cfg, err, full ? 1 : l->errlen - l->errused);
+	unsigned lines = 0;
+
+	if (r) {
+		http_router_free(r);
+		return;
+	}
+	for (const char *p = err; *p; p++)
+		lines += *p == '\n';
+	l->nerrors += lines ? lines : 1; /* an error that did not fit still counts */
+	if (!full)
+		l->errused += strlen(err);
+}
+
 static void load_http(struct loader *l, const struct toml_value *root)
 {
 	static const char *const http_keys[] = {
@@ -1163,6 +1189,7 @@ static void load_http(struct loader *l, const struct toml_value *root)
 	const struct toml_value *t = get_table(l, root, "", "http");
 	const struct toml_value *routes;
 	struct config *c = l->cfg;
+	unsigned nerrors;
 
 	check_keys(l, t, "http", http_keys);
 	c->http_body_extract_cap =
@@ -1176,6 +1203,7 @@ static void load_http(struct loader *l, const struct toml_value *root)
 	routes = get_typed(l, t, "http", "route", TOML_ARRAY);
 	if (!routes)
 		return;
+	nerrors = l->nerrors;
 	c->http_routes = xcalloc(routes->u.array.len, sizeof(*c->http_routes));
 	for (size_t i = 0; i < routes->u.array.len; i++) {
 		const struct toml_value *r = routes->u.array.items[i];
@@ -1187,8 +1215,6 @@ static void load_http(struct loader *l, const struct toml_value *root)
 		hr->line = r->line;
 		check_keys(l, r, "http.route", route_keys);
 		hr->match = get_str(l, r, "http.route", "match", NULL);
-		if (!hr->match)
-			errorf(l, r->line, "http.route.match", "missing");
 		hr->destination = get_str(l, r, "http.route", "destination", NULL);
 		hr->fallback = get_str(l, r, "http.route", "fallback", NULL);
 		const struct toml_value *ex = get_table(l, r, "http.route", "extract");
@@ -1197,10 +1223,11 @@ static void load_http(struct loader *l, const struct toml_value *root)
 		hr->extract_regex = get_str(l, ex, "http.route.extract", "regex", NULL);
 		hr->extract_param = get_str(l, ex, "http.route.extract", "param", NULL);
 		hr->extract_header = get_str(l, ex, "http.route.extract", "header", NULL);
-		if (!hr->destination && !hr->extract_from)
-			errorf(l, r->line, "http.route",
-			       "needs destination (pin a backend) or extract (route by account)");
 	}
+	/* what the rules mean (globs, regexes, destinations) is checked by
+	 * compiling them, once the keys themselves were well typed */
+	if (l->nerrors == nerrors)
+		check_http_routes(l);
 }
 
 /* ---- [admin] ---- */
@@ -1369,24 +1396,11 @@ static void validate(struct loader *l, const struct toml_value *root)
 			       "which listener.%s needs",
 			       d->name, proto_name(ls->protocol), ls->name);
 		}
-		if (ls->protocol == PROTO_HTTP)
-			add_unserved(c, "http listeners (JMAP/WebDAV routing is not served yet)");
 	}
 	if (c->admin_enabled && !c->admin_cert && c->n_certs == 0)
 		errorf(l, 0, "admin",
 		       "TLS is mandatory for the admin API: set admin.cert/admin.key or declare "
 		       "a [tls.certificate.*]");
-	for (size_t i = 0; i < c->n_http_routes; i++) {
-		struct cfg_http_route *r = &c->http_routes[i];
-		if (r->destination && config_dest_index(c, r->destination) < 0)
-			errorf(l, r->line, "http.route.destination",
-			       "no [destination.%s] is declared", r->destination);
-		if (r->fallback && strcmp(r->fallback, "default") != 0 &&
-		    config_dest_index(c, r->fallback) < 0)
-			errorf(l, r->line, "http.route.fallback",
-			       "\"%s\" is neither \"default\" nor a declared destination",
-			       r->fallback);
-	}
 	if (!c->node_name) {
 		/* unique per host and admin port, stable across restarts */
 		char name[NODE_NAME_MAX + 1];
@@ -1584,7 +1598,5 @@ void config_free(struct config *c)
 		OPENSSL_cleanse(c->admin_token, strlen(c->admin_token));
 		free(c->admin_token);
 	}
-	for (size_t i = 0; i < c->n_unserved; i++)
-		free(c->unserved[i]);
 	free(c);
 }

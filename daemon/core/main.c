@@ -95,10 +95,6 @@ static void print_summary(const struct config *cfg, size_t entries)
 		       cfg->node_name);
 	if (cfg->admin_enabled)
 		printf("admin: https://%s/\n", cfg->admin_bind.text);
-	for (size_t i = 0; i < cfg->n_unserved; i++)
-		printf("note: %s is accepted by --check but not served by this build: the daemon "
-		       "refuses to start with it\n",
-		       cfg->unserved[i]);
 }
 
 static int check(struct config *cfg)
@@ -396,15 +392,6 @@ int main(int argc, char **argv)
 		int r = check(cfg);
 		config_free(cfg);
 		return r;
-	}
-	if (cfg->n_unserved) {
-		for (size_t i = 0; i < cfg->n_unserved; i++)
-			fprintf(stderr,
-			        "%s: refusing to start: %s is configured but not served by this "
-			        "build (remove it, or run --check to validate only)\n",
-			        path, cfg->unserved[i]);
-		config_free(cfg);
-		return 2;
 	}
 	int status = serve(cfg);
 	config_free(cfg);

@@ -13,6 +13,7 @@
 
 #define PATHS          5 /* userspace, sockmap, ktls-splice, splice, none */
 #define ADMIN_STATUSES 10
+#define HTTP_CLASSES   5 /* 1xx .. 5xx */
 
 static const char *const path_names[PATHS] = {"userspace", "sockmap", "ktls-splice", "splice",
                                               "none"};
@@ -28,13 +29,17 @@ static atomic_uint_fast64_t admin[ADMIN_ENDPOINTS][ADMIN_STATUSES];
 /* per destination and data path: ended sessions */
 static atomic_uint_fast64_t *dest_sessions; /* [dest * PATHS + path] */
 static atomic_uint_fast64_t *dest_errors;
+/* HTTP requests: [(dest + 1) * HTTP_CLASSES + class], row 0 = the proxy's own */
+static atomic_uint_fast64_t *http_requests;
 static size_t n_dest;
 
 void metrics_init(size_t n_dests)
 {
 	free(dest_sessions);
 	free(dest_errors);
+	free(http_requests);
 	n_dest = n_dests;
+	http_requests = xcalloc((n_dests + 1) * HTTP_CLASSES, sizeof(*http_requests));
 	dest_sessions = xcalloc(n_dests * PATHS + 1, sizeof(*dest_sessions));
 	dest_errors = xcalloc(n_dests + 1, sizeof(*dest_errors));
 }
@@ -102,6 +107,14 @@ void metrics_admin_request(enum admin_endpoint ep, int status)
 void metrics_kicks(size_t n)
 {
 	add(&kicks, n);
+}
+
+void metrics_http_request(int dest, unsigned status)
+{
+	if (!http_requests || status < 100 || status > 599)
+		return;
+	size_t row = dest < 0 || (size_t)dest >= n_dest ? 0 : (size_t)dest + 1;
+	add(&http_requests[row * HTTP_CLASSES + status / 100 - 1], 1);
 }
 
 /* A label value as the text format wants it: backslash, double quote and
@@ -180,6 +193,15 @@ void metrics_write(struct evbuffer *out, const char *const *names, size_t n,
 	                    "mailsplice_bytes_total{direction=\"backend_to_client\"} %llu\n",
 	                    (unsigned long long)get(&bytes_up),
 	                    (unsigned long long)get(&bytes_down));
+	header(out, "mailsplice_http_requests_total", "counter",
+	       "HTTP requests by destination and status class (destination \"\": answered by the "
+	       "proxy itself).");
+	for (size_t d = 0; http_requests && d <= n; d++)
+		for (size_t k = 0; k < HTTP_CLASSES; k++) {
+			char cls[4] = {(char)('1' + k), 'x', 'x', '\0'};
+			dest_sample(out, "mailsplice_http_requests_total", d ? names[d - 1] : "",
+			            "status_class", cls, get(&http_requests[d * HTTP_CLASSES + k]));
+		}
 	header(out, "mailsplice_kicks_total", "counter",
 	       "Sessions asked to close through the admin API.");
 	evbuffer_add_printf(out, "mailsplice_kicks_total %llu\n", (unsigned long long)get(&kicks));

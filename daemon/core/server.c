@@ -17,6 +17,7 @@
 #include <event2/thread.h>
 
 #include "health.h"
+#include "http_route.h"
 #include "log.h"
 #include "metrics.h"
 #include "session.h"
@@ -259,6 +260,15 @@ bool server_init(struct server *srv, struct config *cfg, char *err, size_t errle
 	}
 	if (!server_tls_init(srv, err, errlen) || !dest_tls_init(srv, err, errlen))
 		return false;
+	for (size_t i = 0; i < cfg->n_listeners && !srv->http; i++) {
+		if (cfg->listeners[i].protocol != PROTO_HTTP)
+			continue;
+		srv->http = http_router_build(cfg, e, sizeof(e));
+		if (!srv->http) {
+			snprintf(err, errlen, "%s", e);
+			return false;
+		}
+	}
 	metrics_init(cfg->n_dests);
 	health_init(cfg->n_dests, cfg->host_down_threshold, cfg->host_down_cooldown_ms,
 	            cfg->host_down_min_clients);
@@ -370,6 +380,7 @@ void server_free(struct server *srv)
 	tls_server_free(srv->tls);
 	router_free(&srv->router);
 	store_free(srv->store);
+	http_router_free(srv->http);
 	free(srv->listener_conns);
 	free(srv->source_next);
 }

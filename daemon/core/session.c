@@ -211,6 +211,7 @@ static void on_backend_timer(evutil_socket_t fd, short what, void *arg)
 
 	if (s->ending || s->closing || s->phase != PHASE_BACKEND)
 		return;
+	s->backend_timed_out = true;
 	session_backend_broken(s, "backend timeout");
 }
 
@@ -231,6 +232,8 @@ static const struct proto_ops *ops_for(enum proto p)
 	case PROTO_SMTP:
 	case PROTO_LMTP:
 		return &smtp_passthrough_ops;
+	case PROTO_HTTP:
+		return &http_ops;
 	default:
 		return NULL;
 	}
@@ -246,6 +249,8 @@ static void refuse_unserved(int fd, enum proto p)
 	        [PROTO_SMTP] = "421 4.3.2 this protocol is not served yet\r\n",
 	        [PROTO_LMTP] = "421 4.3.2 this protocol is not served yet\r\n",
 	        [PROTO_MANAGESIEVE] = "BYE (TRYLATER) \"this protocol is not served yet\"\r\n",
+	        [PROTO_HTTP] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+	                       "Connection: close\r\n\r\n",
 	};
 	if (msg[p] && write(fd, msg[p], strlen(msg[p])) < 0) {
 		/* nothing to do: the client is gone */
@@ -288,6 +293,7 @@ void session_accept(struct worker *w, size_t li, int fd, const struct sockaddr_s
 	s->listener_index = li;
 	s->ops = ops;
 	s->dest = -1;
+	s->backend_dest = -1;
 	s->started_us = now_us();
 	s->peer = *peer;
 	socklen_t sl = sizeof(s->local);
@@ -608,7 +614,9 @@ void session_login(struct session *s, const char *login_user)
 	const struct config *cfg = s->cfg;
 	const char *bad;
 
-	session_client_pause(s, true);
+	/* HTTP reads on (a request body, the client's close) */
+	if (!s->ops->keeps_backend)
+		session_client_pause(s, true);
 	s->phase = PHASE_BACKEND;
 	s->hold_since_ms = 0;
 	str_copy(s->login_user, login_user, sizeof(s->login_user));
@@ -704,14 +712,36 @@ void session_connect_passthrough(struct session *s)
 	connect_destination(s, s->cfg->passthrough_dest);
 }
 
+static bool backend_reusable(struct session *s);
+
 static void connect_destination(struct session *s, int dest)
 {
 	const struct config *cfg = s->cfg;
+	bool reuse = false;
 
+	/* only an HTTP client's next request finds a leg open (ops->
+	 * keeps_backend): reuse it for the same destination, close it for
+	 * another one (it was announced with this client, to that backend) */
+	if (s->backend_open) {
+		reuse = s->ops->keeps_backend && dest == s->backend_dest && backend_reusable(s);
+		if (!reuse)
+			session_backend_drop(s);
+	}
+	s->backend_timed_out = false;
 	s->dest = dest;
 	s->d = &cfg->dests[dest];
 	s->ep = &s->d->endpoint[s->ls->protocol];
+	if (reuse) {
+		/* the registry lock is process-wide: taken again only when
+		 * /sessions would show something else */
+		if (strcmp(s->live.account, s->account) != 0 ||
+		    strcmp(s->live.destination, s->d->name) != 0)
+			registry_update(&s->live, set_account, s);
+		s->ops->backend_ready(s);
+		return;
+	}
 	registry_update(&s->live, set_account, s);
+	s->backend_dest = dest;
 	if (!s->ep->present) {
 		char why[160];
 		snprintf(why, sizeof(why), "destination %s has no protocol.%s", s->d->name,
@@ -900,6 +930,15 @@ static bool send_proxy_header(struct session *s)
 	size_t n;
 
 	session_announce_info(s, &info);
+	if (s->ls->protocol == PROTO_HTTP) {
+		/* addresses only, as the reference proxy sends on HTTP legs:
+		 * Forwarded carries proto=https, and an nginx ssl listener
+		 * (1.22, Debian 12) refuses a header with our TLVs as "too
+		 * large" (measured: tests/integration/test_http.py) */
+		info.sni = NULL;
+		info.session_id = NULL;
+		info.tls = false;
+	}
 	if (s->d->proxy_protocol_version == 1)
 		n = proxy_v1_build(&info, (char *)buf, sizeof(buf));
 	else
@@ -1079,8 +1118,10 @@ static void relay_done(void *arg, const struct relay_stats *st)
 	struct session *s = arg;
 
 	s->relay = NULL;
-	s->bytes_up = st->client_to_backend;
-	s->bytes_down = st->backend_to_client;
+	/* += : an HTTP session counted its requests before a WebSocket
+	 * upgrade handed the pair over; a mail session starts from 0 here */
+	s->bytes_up += st->client_to_backend;
+	s->bytes_down += st->backend_to_client;
 	s->path_up = st->path_up;
 	s->path_down = st->path_down;
 	/* the relay closed both fds already */
@@ -1132,4 +1173,98 @@ void session_login_succeeded(struct session *s)
 		relay_peek(s->relay, &st);
 		registry_update(&s->live, set_relay_state, (void *)st.path_down);
 	}
+}
+
+/* ---- for HTTP: one login per request ---- */
+
+/* A kept backend leg can carry the next request when the backend has not
+ * closed it, failed, or sent anything unasked in the meantime (the HTTP
+ * module keeps reading an idle backend, and looks at the socket itself
+ * before reusing a leg that sat idle for a while). */
+static bool backend_reusable(struct session *s)
+{
+	struct conn *b = &s->backend;
+
+	if (b->fd < 0 || b->eof || b->failed || b->connecting || b->handshaking ||
+	    evbuffer_get_length(b->in) > 0 || evbuffer_get_length(b->out) > 0)
+		return false;
+	return !b->ssl || SSL_pending(b->ssl) == 0;
+}
+
+void session_connect_dest(struct session *s, int dest, bool routed_to_default)
+{
+	s->phase = PHASE_BACKEND;
+	s->routed_to_default = routed_to_default;
+	connect_destination(s, dest);
+}
+
+void session_backend_drop(struct session *s)
+{
+	evtimer_del(s->btimer);
+	if (s->retry)
+		evtimer_del(s->retry);
+	if (s->backend_open) {
+		conn_release(&s->backend, false);
+		s->backend_open = false;
+	}
+	s->backend_connected = false;
+	s->backend_implicit_pending = false;
+	s->backend_tls = false;
+	s->backend_dest = -1;
+}
+
+void session_next_login(struct session *s)
+{
+	if (s->ending || s->closing)
+		return;
+	evtimer_del(s->btimer);
+	s->phase = PHASE_LOGIN;
+	s->hold_since_ms = 0;
+	s->backend_timed_out = false;
+	session_client_pause(s, false);
+}
+
+void session_preauth_done(struct session *s)
+{
+	/* while closing, s->timer bounds the goodbye's flush */
+	if (!s->ending && !s->closing)
+		evtimer_del(s->timer);
+}
+
+void session_backend_wait(struct session *s, bool waiting)
+{
+	uint64_t ms = s->cfg->backend_timeout_ms;
+
+	evtimer_del(s->btimer);
+	if (!waiting || s->ending || s->closing)
+		return;
+	s->backend_timed_out = false;
+	struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+	evtimer_add(s->btimer, &tv);
+}
+
+struct publish {
+	struct session *s;
+	const char *state;
+};
+
+static void set_published(struct live_session *ls, void *arg)
+{
+	const struct publish *p = arg;
+	str_copy(ls->account, p->s->account, sizeof(ls->account));
+	str_copy(ls->destination, p->s->d ? p->s->d->name : "", sizeof(ls->destination));
+	ls->state = p->state;
+}
+
+void session_publish(struct session *s, const char *state)
+{
+	struct publish p = {s, state};
+
+	/* only this thread writes these fields: reading them needs no lock,
+	 * and the process-wide lock is taken only for a change */
+	if (s->live.state != state || strcmp(s->live.account, s->account) != 0 ||
+	    strcmp(s->live.destination, s->d ? s->d->name : "") != 0)
+		registry_update(&s->live, set_published, &p);
+	atomic_store_explicit(&s->live.bytes_up, s->bytes_up, memory_order_relaxed);
+	atomic_store_explicit(&s->live.bytes_down, s->bytes_down, memory_order_relaxed);
 }

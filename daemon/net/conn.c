@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -219,14 +220,36 @@ void conn_start_tls(struct conn *c, SSL *ssl, bool server, size_t *discarded)
 static long read_some(struct conn *c, size_t max)
 {
 	if (!c->ssl) {
-		int n = evbuffer_read(c->in, c->fd, (int)max);
+		/* readv into reserved space: evbuffer_read() would first ask
+		 * the kernel how much is waiting (an ioctl per read) */
+		struct evbuffer_iovec v[2];
+		int nv = evbuffer_reserve_space(c->in, (ev_ssize_t)max, v, 2);
+		if (nv < 1) {
+			set_err(c, "out of memory");
+			return -2;
+		}
+		size_t left = max;
+		for (int i = 0; i < nv; i++) {
+			if (v[i].iov_len > left)
+				v[i].iov_len = left;
+			left -= v[i].iov_len;
+		}
+		ssize_t n = readv(c->fd, (struct iovec *)v, nv);
+		int err = errno;
+		size_t got = n > 0 ? (size_t)n : 0;
+		for (int i = 0; i < nv; i++) {
+			size_t take = got < v[i].iov_len ? got : v[i].iov_len;
+			v[i].iov_len = take;
+			got -= take;
+		}
+		evbuffer_commit_space(c->in, v, nv);
 		if (n > 0)
-			return n;
+			return (long)n;
 		if (n == 0)
 			return 0;
-		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+		if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR)
 			return -1;
-		set_err(c, "read: %s", strerror(errno));
+		set_err(c, "read: %s", strerror(err));
 		return -2;
 	}
 
@@ -267,9 +290,15 @@ static void do_read(struct conn *c)
 
 	while (c->reading && evbuffer_get_length(c->in) < c->in_max) {
 		size_t room = c->in_max - evbuffer_get_length(c->in);
-		long n = read_some(c, room < READ_CHUNK ? room : READ_CHUNK);
+		size_t want = room < READ_CHUNK ? room : READ_CHUNK;
+		long n = read_some(c, want);
 		if (n > 0) {
 			c->bytes_read += (uint64_t)n;
+			/* a plain socket that gave less than asked is drained:
+			 * another read would only say EAGAIN (a FIN behind the
+			 * data makes the socket readable again) */
+			if (!c->ssl && (size_t)n < want)
+				break;
 			continue;
 		}
 		if (n == 0) {

@@ -76,6 +76,14 @@ def test_make_demo_moves_an_account():
         assert r.returncode == 0 and "Subject: Welcome alice" in r.stdout, r.stderr
         with open(new_log) as f:
             assert re.search(r"Login: user=<alice@example\.org>.*rip=127\.0\.0\.5", f.read())
+        # the web side: bob's request lands on new's nginx, announced; carol's on legacy
+        bob, carol = s[5]
+        r = subprocess.run(bob, shell=True, capture_output=True, text=True, timeout=30)
+        assert "server=new-web" in r.stdout and "proxy_protocol_addr=127.0.0.5" in r.stdout, \
+            r.stdout + r.stderr
+        r = subprocess.run(carol, shell=True, capture_output=True, text=True, timeout=30)
+        assert "server=legacy-web" in r.stdout and "forwarded=for=127.0.0.5;proto=https" in \
+            r.stdout, r.stdout + r.stderr
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         rest, _ = proc.communicate(timeout=60)

@@ -2,7 +2,9 @@
 last): every log the suite wrote under the session's state directory — each daemon's
 log and the Dovecot/Postfix logs — is searched for every password the suite used (the
 test accounts, the master user, the OAuth token) in clear and as the SASL PLAIN blob a
-client sends, and for every admin token the suite wrote into a token file."""
+client sends, and for every admin token the suite wrote into a token file; the HTTP
+tests' Basic credentials, bearer tokens and OAuth secrets too (the proxy reads the account
+out of them and must log only the account)."""
 
 import base64
 import os
@@ -10,6 +12,7 @@ import os
 import pytest
 
 from tests.harness.backends import DEFAULT_MASTER_USER, DEFAULT_USERS
+from tests.harness.http_backends import http_secrets
 
 # OAuth bearer token used by the IMAP replay tests (test_imap_replay.py)
 OTHER_SECRETS = [b"tok3n"]
@@ -31,6 +34,8 @@ def secrets_used(state):
         found[f"SASL PLAIN blob of {user}"] = blob
     for s in OTHER_SECRETS:
         found[f"token {s!r}"] = s
+    # HTTP: Basic passwords, Stalwart and JWT bearer tokens, OAuth bodies (test_http.py)
+    found.update(http_secrets())
     for path in files_under(state, ".token"):
         with open(path, "rb") as f:
             tok = f.read().strip()

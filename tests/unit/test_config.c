@@ -373,8 +373,8 @@ static void test_extensions(void **state)
 	expect_error(13, "destination.legacy.login", "is not one of \"as-sent\", \"full-address\"");
 }
 
-/* Keys we model but do not serve: accepted, listed as unserved. */
-static void test_unserved(void **state)
+/* A source's table is needed only when that source is in use. */
+static void test_store_tables(void **state)
 {
 	struct config *c = load(replaced("source = \"file\"", "source = \"sql\""), true);
 	/* [mapping.sql] is missing */
@@ -382,7 +382,7 @@ static void test_unserved(void **state)
 	expect_error(8, "mapping.sql", "source = \"sql\" needs this table");
 	c = load(BASE "[mapping.sql]\nurl = \"postgres://db/proxy\"\n", true);
 	assert_non_null(c); /* the file source is still the one in use */
-	assert_int_equal(c->n_unserved, 0);
+	assert_string_equal(c->mapping_source, "file");
 	config_free(c);
 }
 
@@ -405,7 +405,6 @@ static void test_stores(void **state)
 	if (!c)
 		print_error("%s", err);
 	assert_non_null(c);
-	assert_int_equal(c->n_unserved, 0);
 	assert_string_equal(c->redis_key_prefix, "route:"); /* the reference's default */
 	assert_string_equal(c->bus_channel, "route:events");
 	assert_int_equal(c->store_pool_size, 16);
@@ -465,6 +464,54 @@ static void test_stores(void **state)
 	config_free(c);
 }
 
+/* HTTP listeners: forwarded is "off" or "trust" (http listeners only), and
+ * HTTP has no STARTTLS, on either leg. */
+#define HTTP_PART                                                                                  \
+	"[destination.legacy.protocol.http]\n" /* 26 */                                            \
+	"port = 443\n"                         /* 27 */                                            \
+	"tls = \"implicit\"\n"                 /* 28 */                                            \
+	"[listener.web]\n"                     /* 29 */                                            \
+	"protocol = \"http\"\n"                /* 30 */                                            \
+	"bind = [\"127.0.0.1:8443\"]\n"        /* 31 */                                            \
+	"tls = \"implicit\"\n"                 /* 32 */                                            \
+	"forwarded = \"trust\"\n"              /* 33 */
+
+static const char *http_replaced(const char *from, const char *to)
+{
+	static char buf[8192];
+	const char *base = BASE HTTP_PART;
+	const char *p = strstr(base, from);
+
+	assert_non_null(p);
+	snprintf(buf, sizeof(buf), "%.*s%s%s", (int)(p - base), base, to, p + strlen(from));
+	return buf;
+}
+
+static void test_http_listener(void **state)
+{
+	struct config *c = load(BASE HTTP_PART, true);
+	if (!c)
+		print_error("%s", err);
+	assert_non_null(c);
+	assert_int_equal(c->n_listeners, 2);
+	assert_int_equal(c->listeners[1].protocol, PROTO_HTTP);
+	assert_string_equal(c->listeners[1].forwarded, "trust");
+	config_free(c);
+
+	assert_null(load(http_replaced("forwarded = \"trust\"", "forwarded = \"yes\""), true));
+	expect_error(33, "listener.web.forwarded", "\"yes\" is not one of \"off\", \"trust\"");
+	assert_null(load(
+	        http_replaced("tls = \"implicit\"\nforwarded", "tls = \"starttls\"\nforwarded"),
+	        true));
+	expect_error(32, "listener.web.tls", "HTTP has no STARTTLS");
+	assert_null(load(
+	        http_replaced("port = 443\ntls = \"implicit\"", "port = 443\ntls = \"starttls\""),
+	        true));
+	expect_error(28, "destination.legacy.protocol.http.tls", "HTTP has no STARTTLS");
+	assert_null(load(BASE "forwarded = \"off\"\n", true));
+	expect_error(26, "listener.imap.forwarded", "applies to http listeners only");
+}
+
 /* Every error is reported, not just the first. */
 static void test_all_errors_reported(void **state)
 {
@@ -507,8 +554,9 @@ int main(void)
 	        cmocka_unit_test(test_short_token),
 	        cmocka_unit_test(test_world_readable_secrets),
 	        cmocka_unit_test(test_extensions),
-	        cmocka_unit_test(test_unserved),
+	        cmocka_unit_test(test_store_tables),
 	        cmocka_unit_test(test_stores),
+	        cmocka_unit_test(test_http_listener),
 	        cmocka_unit_test(test_all_errors_reported),
 	        cmocka_unit_test(test_master_separators),
 	};

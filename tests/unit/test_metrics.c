@@ -171,12 +171,44 @@ static void test_counters_count(void **state)
 	free(s);
 }
 
+/* HTTP requests by destination and status class; the proxy's own answers
+ * (no destination reached) under destination="". */
+static void test_http_requests(void **state)
+{
+	static const char *const names[] = {"old", "new"};
+
+	metrics_init(2);
+	health_init(2, 1, 30000, 1);
+	metrics_http_request(1, 200);
+	metrics_http_request(1, 204);
+	metrics_http_request(0, 502);
+	metrics_http_request(-1, 400);
+	metrics_http_request(-1, 404);
+	metrics_http_request(1, 99);  /* not a status: ignored */
+	metrics_http_request(1, 600); /* likewise */
+	metrics_http_request(9, 101); /* unknown destination: the proxy's row */
+	char *s = render(names, 2);
+	assert_non_null(strstr(
+	        s, "mailsplice_http_requests_total{destination=\"new\",status_class=\"2xx\"} 2\n"));
+	assert_non_null(strstr(
+	        s, "mailsplice_http_requests_total{destination=\"old\",status_class=\"5xx\"} 1\n"));
+	assert_non_null(strstr(
+	        s, "mailsplice_http_requests_total{destination=\"old\",status_class=\"2xx\"} 0\n"));
+	assert_non_null(strstr(
+	        s, "mailsplice_http_requests_total{destination=\"\",status_class=\"4xx\"} 2\n"));
+	assert_non_null(strstr(
+	        s, "mailsplice_http_requests_total{destination=\"\",status_class=\"1xx\"} 1\n"));
+	check_format(s);
+	free(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	        cmocka_unit_test(test_format_is_strict_text),
 	        cmocka_unit_test(test_label_values_escaped),
 	        cmocka_unit_test(test_counters_count),
+	        cmocka_unit_test(test_http_requests),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
