@@ -178,6 +178,9 @@ struct config {
 	size_t max_literal_size;
 	uint32_t kernel_queue_limit; /* bytes per direction (sockmap) */
 	char *user, *group;
+	/* Unix socket a successor connects to for the hand-over (--upgrade);
+	 * "" = none (docs/upgrade.md) */
+	char *control_socket;
 
 	/* [tls.*] */
 	struct cfg_cert *certs;

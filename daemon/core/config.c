@@ -19,6 +19,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <openssl/ssl.h>
@@ -407,6 +408,7 @@ static void load_server(struct loader *l, const struct toml_value *root)
 	                                   "user",
 	                                   "group",
 	                                   "kernel_queue_limit",
+	                                   "control_socket",
 	                                   NULL};
 	static const char *const data_paths[] = {"auto", "sockmap", "splice", "userspace", NULL};
 	const struct toml_value *t = get_table(l, root, "", "server");
@@ -461,6 +463,15 @@ static void load_server(struct loader *l, const struct toml_value *root)
 	 * the sender is stopped (docs/datapath.md) */
 	c->kernel_queue_limit = (uint32_t)get_int(l, t, "server", "kernel_queue_limit", 4 << 20,
 	                                          64 * 1024, 256 << 20);
+	/* --upgrade finds the running daemon here (docs/upgrade.md) */
+	c->control_socket =
+	        get_str(l, t, "server", "control_socket", "/run/mailsplice/control.sock");
+	if (c->control_socket[0] &&
+	    (c->control_socket[0] != '/' ||
+	     strlen(c->control_socket) >= sizeof(((struct sockaddr_un *)0)->sun_path)))
+		errorf(l, line_of(t, "control_socket"), "server.control_socket",
+		       "\"%s\" is not an absolute path of at most %zu bytes (or \"\" for none)",
+		       c->control_socket, sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
 }
 
 /* ---- [tls] ---- */
@@ -1408,6 +1419,7 @@ void config_free(struct config *c)
 	free(c->hostname);
 	free(c->user);
 	free(c->group);
+	free(c->control_socket);
 	for (size_t i = 0; i < c->n_certs; i++) {
 		free(c->certs[i].id);
 		free(c->certs[i].cert);

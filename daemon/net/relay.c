@@ -32,11 +32,13 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/bio.h>
 #include <openssl/err.h>
 
+#include "handover.h"
 #include "ktls13.h"
 #include "log.h"
 #include "util.h"
@@ -97,6 +99,7 @@ struct relay {
 	void *arg;
 	struct relay_stats st;
 	bool finished;
+	bool exporting; /* offered to a successor: hands off the sockets */
 };
 
 static void update(struct relay *r);
@@ -981,4 +984,300 @@ void relay_peek(const struct relay *r, struct relay_stats *st)
 		st->client_to_backend += r->up.k->redirected;
 	if (r->down.k)
 		st->backend_to_client += r->down.k->redirected;
+}
+
+/* ---- hand-over to a successor process (docs/upgrade.md) ----
+ *
+ * A relay moves when nothing of its stream is held where a descriptor
+ * cannot carry it: no TLS state in OpenSSL, sockmap directions redirected
+ * by the kernel (not held by the daemon), and at most HO_PENDING_MAX bytes
+ * read but not yet written per direction (they travel inline). Bytes in a
+ * pipe travel with the pipe. The exporting relay stops touching its
+ * sockets at once and for good unless the successor refuses it. */
+
+static void quiesce(struct relay *r)
+{
+	struct leg *legs[2] = {&r->c, &r->b};
+	struct dir *ds[2] = {&r->up, &r->down};
+
+	for (int i = 0; i < 2; i++) {
+		event_del(legs[i]->rev);
+		event_del(legs[i]->wev);
+		if (ds[i]->drain_ev)
+			event_del(ds[i]->drain_ev);
+	}
+	if (r->idle)
+		event_del(r->idle);
+}
+
+static uint8_t ho_engine_of(const struct dir *d)
+{
+	switch (d->engine) {
+	case ENGINE_SPLICE:
+		return HO_ENGINE_SPLICE;
+	case ENGINE_SOCKMAP:
+		return HO_ENGINE_SOCKMAP;
+	case ENGINE_USER:
+		break;
+	}
+	return HO_ENGINE_USER;
+}
+
+int relay_export(struct relay *r, struct ho_session *rec, int *fds, char *why, size_t whylen)
+{
+	struct leg *legs[2] = {&r->c, &r->b};
+	struct dir *ds[2] = {&r->up, &r->down};
+	static const char *const leg_name[2] = {"client", "backend"};
+
+	if (r->finished || r->exporting) {
+		snprintf(why, whylen, "ending");
+		return 0;
+	}
+	for (int i = 0; i < 2; i++) {
+		if (legs[i]->ssl) {
+			snprintf(why, whylen, "TLS on the %s leg is still in OpenSSL", leg_name[i]);
+			return -1;
+		}
+	}
+	for (int i = 0; i < 2; i++) {
+		struct dir *d = ds[i];
+		if (d->engine == ENGINE_SOCKMAP &&
+		    (!d->kernel || d->pinned || evbuffer_get_length(d->buf) > 0)) {
+			snprintf(why, whylen, "sockmap direction %s is held by the daemon",
+			         i ? "down" : "up");
+			return 0;
+		}
+		/* more read than a record carries: write some out first */
+		if (evbuffer_get_length(d->buf) > HO_PENDING_MAX && !push(d))
+			return 0; /* the relay ended; its callback follows */
+		if (evbuffer_get_length(d->buf) > HO_PENDING_MAX) {
+			snprintf(why, whylen, "%zu bytes read and not yet written %s",
+			         evbuffer_get_length(d->buf), i ? "down" : "up");
+			return 0;
+		}
+		if (d->prd >= 0) {
+			int queued = 0;
+			if (ioctl(d->prd, FIONREAD, &queued) != 0 || (size_t)queued != d->held) {
+				snprintf(why, whylen,
+				         "pipe %s holds %d bytes, the relay counted %zu",
+				         i ? "down" : "up", queued, d->held);
+				return -1;
+			}
+		}
+	}
+	quiesce(r);
+	r->exporting = true;
+	unsigned n = 0;
+	fds[n++] = r->c.fd;
+	fds[n++] = r->b.fd;
+	for (int i = 0; i < 2; i++) {
+		struct leg *l = legs[i];
+		rec->leg[i] = (struct ho_leg){.tls = HO_TLS_NONE, .eof = l->eof, .shut = l->shut};
+	}
+	for (int i = 0; i < 2; i++) {
+		struct dir *d = ds[i];
+		struct ho_dir *h = &rec->dir[i];
+		*h = (struct ho_dir){.engine = ho_engine_of(d), .slot = HO_NO_SLOT};
+		if (d->prd >= 0 && d->held > 0) {
+			h->pipe = true;
+			h->held = (uint32_t)d->held;
+			fds[n++] = d->prd;
+			fds[n++] = d->pwr;
+		}
+		if (d->engine == ENGINE_SOCKMAP) {
+			h->slot = r->pair.slot[i];
+			h->kernel = d->kernel;
+			h->taken = d->taken;
+			h->r0 = d->r0;
+			h->red0 = d->red0;
+		}
+		h->n_pending = evbuffer_get_length(d->buf);
+		h->pending = h->n_pending ? evbuffer_pullup(d->buf, -1) : NULL;
+	}
+	return 1;
+}
+
+void relay_export_resume(struct relay *r)
+{
+	if (!r->exporting)
+		return;
+	r->exporting = false;
+	if (r->idle_ms)
+		arm_idle(r);
+	r->c.readable = r->b.readable = true;
+	step(r);
+}
+
+void relay_export_release(struct relay *r)
+{
+	struct leg *legs[2] = {&r->c, &r->b};
+	struct dir *ds[2] = {&r->up, &r->down};
+
+	/* the successor holds the connections (and the sockmap entries): only
+	 * this process's references go, no FIN, no reset, no map update */
+	for (int i = 0; i < 2; i++) {
+		free_leg(legs[i], false);
+		free_dir(ds[i]);
+	}
+	if (r->idle)
+		event_free(r->idle);
+	event_free(r->done_ev);
+	free(r);
+}
+
+static bool adopt_check_fd(int fd, bool pipe_end, char *why, size_t whylen)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) != 0) {
+		snprintf(why, whylen, "descriptor: %s", strerror(errno));
+		return false;
+	}
+	if (pipe_end ? !S_ISFIFO(st.st_mode) : !S_ISSOCK(st.st_mode)) {
+		snprintf(why, whylen, "a descriptor is not the %s the record says",
+		         pipe_end ? "pipe" : "socket");
+		return false;
+	}
+	if (!pipe_end) {
+		int type = 0;
+		socklen_t len = sizeof(type);
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM ||
+		    getpeername(fd, (struct sockaddr *)&ss, &sl) != 0 ||
+		    (ss.ss_family != AF_INET && ss.ss_family != AF_INET6)) {
+			snprintf(why, whylen, "a leg is not a connected TCP socket");
+			return false;
+		}
+	}
+	return fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) == 0;
+}
+
+struct relay *relay_adopt(struct event_base *base, const struct ho_session *rec, const int *fds,
+                          const struct relay_opts *opts, relay_done_cb done, void *arg, char *why,
+                          size_t whylen)
+{
+	unsigned n = 0;
+	int pipe_fd[2][2] = {{-1, -1}, {-1, -1}};
+
+	for (int i = 0; i < 2; i++) {
+		if (rec->leg[i].tls != HO_TLS_NONE) {
+			snprintf(why, whylen, "this build does not adopt TLS legs");
+			return NULL;
+		}
+		if (!adopt_check_fd(fds[i], false, why, whylen))
+			return NULL;
+	}
+	n = 2;
+	for (int i = 0; i < 2; i++) {
+		if (!rec->dir[i].pipe)
+			continue;
+		pipe_fd[i][0] = fds[n++];
+		pipe_fd[i][1] = fds[n++];
+		int queued = 0;
+		if (!adopt_check_fd(pipe_fd[i][0], true, why, whylen) ||
+		    !adopt_check_fd(pipe_fd[i][1], true, why, whylen))
+			return NULL;
+		if (ioctl(pipe_fd[i][0], FIONREAD, &queued) != 0 ||
+		    (uint32_t)queued != rec->dir[i].held) {
+			snprintf(why, whylen, "the pipe holds %d bytes, the record says %u", queued,
+			         rec->dir[i].held);
+			return NULL;
+		}
+	}
+	bool sockmap = rec->dir[0].engine == HO_ENGINE_SOCKMAP;
+	struct sockmap_pair pair;
+	if (sockmap) {
+		uint32_t slots[2] = {rec->dir[0].slot, rec->dir[1].slot};
+		char e[160];
+		if (!sockmap_pair_adopt(&pair, fds[0], fds[1], slots, e, sizeof(e))) {
+			snprintf(why, whylen, "sockmap: %s", e);
+			return NULL;
+		}
+	}
+
+	struct relay *r = xcalloc(1, sizeof(*r));
+	struct leg *legs[2] = {&r->c, &r->b};
+	struct dir *ds[2] = {&r->up, &r->down};
+	uint64_t *counts[2] = {&r->st.client_to_backend, &r->st.backend_to_client};
+
+	r->base = base;
+	r->done = done;
+	r->arg = arg;
+	r->idle_ms = opts ? opts->idle_ms : 0;
+	r->done_ev = event_new(base, -1, 0, on_done, r);
+	r->idle = evtimer_new(base, on_idle, r);
+	for (int i = 0; i < 2; i++) {
+		struct relay_leg in = {.fd = fds[i]};
+		init_leg(r, legs[i], &in);
+		legs[i]->eof = rec->leg[i].eof;
+		legs[i]->shut = rec->leg[i].shut;
+	}
+	for (int i = 0; i < 2; i++) {
+		struct relay_leg none = {.fd = -1};
+		struct dir *d = ds[i];
+		const struct ho_dir *h = &rec->dir[i];
+		init_dir(r, d, legs[i], legs[1 - i], counts[i], &none);
+		*counts[i] = i ? rec->bytes_down : rec->bytes_up;
+		if (d->buf && h->n_pending)
+			evbuffer_add(d->buf, h->pending, h->n_pending);
+		switch (h->engine) {
+		case HO_ENGINE_SPLICE:
+			d->engine = ENGINE_SPLICE;
+			d->path = "splice";
+			d->prd = pipe_fd[i][0];
+			d->pwr = pipe_fd[i][1];
+			d->held = h->held;
+			break;
+		case HO_ENGINE_SOCKMAP:
+			d->engine = ENGINE_SOCKMAP;
+			d->path = "sockmap";
+			d->kernel = h->kernel;
+			d->taken = h->taken;
+			d->r0 = h->r0;
+			d->red0 = h->red0;
+			d->drain_ev = evtimer_new(base, on_drain_poll, d);
+			break;
+		default:
+			break;
+		}
+		if (opts)
+			d->live = i ? opts->live_down : opts->live_up;
+	}
+	if (sockmap) {
+		r->pair = pair;
+		r->up.k = pair.dir[0];
+		r->down.k = pair.dir[1];
+		/* the relay's counts add what the program redirected: the
+		 * predecessor's total already did */
+		for (int i = 0; i < 2; i++)
+			*counts[i] -= ds[i]->k->redirected < *counts[i] ? ds[i]->k->redirected
+			                                                : *counts[i];
+	}
+	r->st.path_up = r->up.path;
+	r->st.path_down = r->down.path;
+	if (!r->up.buf || !r->down.buf || !r->done_ev || !r->idle || !r->c.rev || !r->c.wev ||
+	    !r->b.rev || !r->b.wev || (sockmap && (!r->up.drain_ev || !r->down.drain_ev))) {
+		/* nothing happened on the sockets yet: give them back */
+		for (int i = 0; i < 2; i++) {
+			legs[i]->fd = -1;
+			ds[i]->prd = ds[i]->pwr = -1;
+			free_leg(legs[i], false);
+			free_dir(ds[i]);
+		}
+		if (sockmap)
+			sockmap_pair_forget(&r->pair);
+		if (r->idle)
+			event_free(r->idle);
+		if (r->done_ev)
+			event_free(r->done_ev);
+		free(r);
+		snprintf(why, whylen, "out of memory");
+		return NULL;
+	}
+	if (r->idle_ms)
+		arm_idle(r);
+	r->c.readable = r->b.readable = true;
+	step(r);
+	return r;
 }

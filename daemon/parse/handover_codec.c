@@ -153,6 +153,7 @@ unsigned ho_session_fds(const struct ho_session *s)
 unsigned ho_msg_fds(const struct ho_msg *m)
 {
 	switch (m->type) {
+	case HO_WELCOME: /* where the old process logs: the new one logs there too */
 	case HO_LISTENER:
 		return 1;
 	case HO_SOCKMAP:

@@ -160,6 +160,15 @@ static void test_every_type_round_trips(void **state)
 	x.u.sockmap.max_sockets = 131072;
 	assert_true(ho_decode(buf, encode(&x), 4, &d, err, sizeof(err)));
 
+	memset(&x, 0, sizeof(x));
+	x.type = HO_WELCOME;
+	x.u.welcome.pid = 1;
+	strcpy(x.u.welcome.software, "0.1.0");
+	x.u.welcome.workers = 2;
+	size_t wn = encode(&x);
+	assert_false(ho_decode(buf, wn, 0, &d, err, sizeof(err))); /* the log fd is missing */
+	assert_true(ho_decode(buf, wn, 1, &d, err, sizeof(err)));
+
 	for (int t = HO_HELLO; t <= HO_TYPE_MAX; t++)
 		assert_string_not_equal(ho_type_name((enum ho_type)t), "?");
 }
