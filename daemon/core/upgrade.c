@@ -438,14 +438,16 @@ static void old_ack(const struct ho_msg *m)
 		log_msg(LOG_WARN, "handover-session", "id=%s result=refused reason=\"%s\"",
 		        m->u.ack.id, m->u.ack.reason);
 	}
+	struct worker *w = &O.srv->workers[wi];
 	struct ack_job *j = xcalloc(1, sizeof(*j));
-	j->w = &O.srv->workers[wi];
+	j->w = w;
 	str_copy(j->id, m->u.ack.id, sizeof(j->id));
 	j->adopted = m->u.ack.adopted;
 	str_copy(j->reason, m->u.ack.reason, sizeof(j->reason));
-	event_base_once(j->w->base, -1, EV_TIMEOUT, on_ack, j, NULL);
+	/* j belongs to the worker once posted (it may be freed already below) */
+	event_base_once(w->base, -1, EV_TIMEOUT, on_ack, j, NULL);
 	/* room for more on that worker */
-	event_base_once(j->w->base, -1, EV_TIMEOUT, export_more, j->w, NULL);
+	event_base_once(w->base, -1, EV_TIMEOUT, export_more, w, NULL);
 	check_round();
 }
 

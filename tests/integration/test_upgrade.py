@@ -1,0 +1,539 @@
+"""Restart and upgrade without dropping a session (issue 23, docs/upgrade.md).
+
+`mailspliced --upgrade -c FILE` starts a successor that takes the running daemon's
+listening sockets and every session on a kernel data path over (SCM_RIGHTS on the
+control socket). Checked here against the real legacy Postfix and Dovecot:
+
+  - a port-25 session sending a 256 MiB message and a plain IMAP session fetching a
+    256 MiB message, both streaming while the daemon is upgraded twice: the message
+    Postfix delivered and the literal Dovecot sent arrive complete, compared byte by
+    byte, each session ending normally (no reset) through the last process;
+  - a client connecting every 10 ms during the hand-overs: every connection is
+    answered (greeted), none refused;
+  - a session still logging in stays with the old process, finishes its login there
+    and then moves; /sessions in the new process lists it meanwhile (draining, with
+    the old pid) and afterwards (moves=1); the old process exits once it is gone;
+  - a configuration that does not load, or does not start (a bind the kernel refuses),
+    leaves the running daemon serving, and --upgrade exits non-zero saying why.
+
+The daemons started by --upgrade are not our children: they are stopped by pid.
+"""
+
+import json
+import os
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import uuid
+
+import pytest
+
+from tests.harness.proxy import (CLIENT_ADDR, DAEMON, PROXY_ADDR, Proxy, connect, imap_login,
+                                 recv_to_eof)
+from tests.harness.proxy import log_field as field
+
+PORT_OFFSET = int(os.environ.get("MS_PORT_OFFSET", "0"))
+SMTP = 22025 + PORT_OFFSET
+IMAP = 22143 + PORT_OFFSET
+ADMIN = 22443 + PORT_OFFSET
+EXTRA = 22144 + PORT_OFFSET
+MIB = 1 << 20
+TOKEN = "upgrade-token-0123456789abcdef0123456"
+
+
+def config(pki, legacy, state, token_file, extra=""):
+    cert, key = pki.issue("mail.proxy.test", ["mail.proxy.test", PROXY_ADDR])
+    return f"""
+[server]
+threads = 2
+hostname = "mail.proxy.test"
+log_level = "info"
+host_down_threshold = 0
+shutdown_grace = "60s"
+control_socket = "{state}/control.sock"
+
+[tls.certificate.default]
+cert = "{cert}"
+key = "{key}"
+
+[routing]
+default_destination = "legacy"
+smtp_passthrough_destination = "legacy"
+
+[mapping]
+source = "file"
+
+[mapping.file]
+path = "@MAPPINGS@"
+
+[destination.legacy]
+host = "{legacy.address}"
+forwarding = "xclient"
+allow_plaintext_auth = true
+
+[destination.legacy.protocol.imap]
+port = {legacy.ports["imap"]}
+tls = "plain"
+
+[destination.legacy.protocol.smtp]
+port = {legacy.ports["smtp"]}
+tls = "plain"
+
+[listener.smtp]
+protocol = "smtp"
+bind = ["{PROXY_ADDR}:{SMTP}"]
+tls = "plain"
+
+[listener.imap]
+protocol = "imap"
+bind = ["{PROXY_ADDR}:{IMAP}"]
+tls = "plain"
+
+[capabilities.imap]
+allow_plain_auth_without_tls = true
+
+[admin]
+bind = "{PROXY_ADDR}:{ADMIN}"
+tls = "implicit"
+bearer_token_file = "{token_file}"
+{extra}"""
+
+
+class Upgradable(Proxy):
+    """A daemon whose process changes: `pid` is the one serving now."""
+
+    def start(self, timeout=10):
+        super().start(timeout)
+        self.pid = self.proc.pid
+        self.old = []  # pids that handed over and may still be draining
+        return self
+
+    def upgrade(self, config_path=None):
+        """Run --upgrade; returns the CompletedProcess. On success `pid` is the new
+        daemon's."""
+        r = subprocess.run([DAEMON, "--upgrade", "-c", config_path or self.config_path],
+                           capture_output=True, text=True, timeout=120, env=self.env)
+        if r.returncode == 0:
+            m = re.search(r"pid (\d+) took over from pid (\d+)", r.stdout)
+            assert m, r.stdout + r.stderr
+            assert int(m.group(2)) == self.pid, (r.stdout, self.pid)
+            self.old.append(self.pid)
+            self.pid = int(m.group(1))
+        return r
+
+    def stop(self, timeout=10):
+        rc = None
+        for pid in [self.pid] + self.old:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+        deadline = time.monotonic() + timeout
+        for pid in [self.pid] + self.old:
+            while alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if self.proc is not None:
+            rc = super().stop(timeout)
+        return rc
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1].split()[0] not in ("Z", "X")
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def wait_gone(pid, timeout=30):
+    deadline = time.monotonic() + timeout
+    while alive(pid):
+        assert time.monotonic() < deadline, f"pid {pid} still running after {timeout}s"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def token_file(harness_state):
+    path = os.path.join(harness_state, "upgrade-admin.token")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.write(fd, (TOKEN + "\n").encode())
+    os.close(fd)
+    return path
+
+
+@pytest.fixture
+def proxy(harness_state, pki, legacy_stack, token_file):
+    state = os.path.join(harness_state, "upgrade-" + uuid.uuid4().hex[:8])
+    os.makedirs(state)
+    p = Upgradable(state, "up", config(pki, legacy_stack, state, token_file),
+                   env={"SSL_CERT_FILE": pki.ca_file})
+    p.ca_file = pki.ca_file
+    p.state = state
+    p.start()
+    yield p
+    p.stop()
+
+
+def admin_get(p, path):
+    ctx = ssl.create_default_context(cafile=p.ca_file)
+    s = ctx.wrap_socket(connect(ADMIN), server_hostname=PROXY_ADDR)
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+              f"Connection: close\r\n\r\n".encode())
+    data = recv_to_eof(s)
+    s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body.decode()
+
+
+# ---------------------------------------------------------------- the bodies
+
+def body_lines(first, count):
+    """Lines of a message body nothing else produces: numbered, so a lost, doubled or
+    reordered stretch shows at its first byte. No line starts with a dot."""
+    return b"".join(b"%010d %s\r\n" % (i, b"%064x" % (i * 0x9E3779B97F4A7C15 % (1 << 256)))
+                    for i in range(first, first + count))
+
+
+def make_body(size):
+    out = bytearray()
+    i = 0
+    while len(out) < size:
+        out += body_lines(i, 10000)
+        i += 10000
+    return bytes(out)
+
+
+def first_difference(a, b):
+    n = min(len(a), len(b))
+    lo = 0
+    step = 1 << 20
+    while lo < n and a[lo:lo + step] == b[lo:lo + step]:
+        lo += step
+    for i in range(lo, min(n, lo + step)):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+class Progress:
+    def __init__(self, total):
+        self.total = total
+        self.done = 0
+        self.error = None
+
+
+def smtp_stream(p, legacy, body, subject, progress, pace):
+    """Port 25 through the proxy to the legacy Postfix, the body sent in 1 MiB writes
+    `pace` seconds apart; QUIT at the end. Returns Postfix's replies."""
+    s = connect(SMTP, timeout=120)
+    f = s.makefile("rwb")
+
+    def reply():
+        lines = []
+        while True:
+            line = f.readline()
+            assert line, "the connection ended: " + repr(lines)
+            lines.append(line)
+            if line[3:4] == b" ":
+                return lines
+
+    try:
+        assert reply()[-1].startswith(b"220")
+        for cmd in (b"EHLO client.test", b"MAIL FROM:<bulk@remote.test>",
+                    b"RCPT TO:<dave@example.org>", b"DATA"):
+            f.write(cmd + b"\r\n")
+            f.flush()
+            r = reply()[-1]
+            assert r[:1] in (b"2", b"3"), (cmd, r)
+        f.write(b"Subject: " + subject.encode() + b"\r\n\r\n")
+        for off in range(0, len(body), MIB):
+            f.write(body[off:off + MIB])
+            f.flush()
+            progress.done = off + MIB
+            time.sleep(pace)
+        f.write(b".\r\n")
+        f.flush()
+        done = reply()[-1]
+        assert done.startswith(b"250"), done
+        f.write(b"QUIT\r\n")
+        f.flush()
+        assert reply()[-1].startswith(b"221")
+        assert f.read() == b""  # the end of the stream, not a reset
+    except Exception as e:
+        progress.error = e
+        raise
+    finally:
+        s.close()
+
+
+def imap_stream(folder, progress, pace, out):
+    """Plain IMAP through the proxy: FETCH the message in `folder`, read in 1 MiB
+    chunks `pace` seconds apart; LOGOUT at the end."""
+    s, f = imap_login(connect(IMAP, timeout=120))
+    try:
+        f.write(b'a2 SELECT "%s"\r\n' % folder.encode())
+        f.flush()
+        line = f.readline()
+        while not line.startswith(b"a2 "):
+            line = f.readline()
+        assert line.startswith(b"a2 OK"), line
+        f.write(b"a3 FETCH 1 BODY.PEEK[]\r\n")
+        f.flush()
+        line = f.readline()
+        n = int(re.search(rb"\{(\d+)\}\r\n$", line).group(1))
+        progress.total = n
+        data = bytearray()
+        while len(data) < n:
+            chunk = f.read(min(MIB, n - len(data)))
+            assert chunk, f"the stream ended after {len(data)} of {n} bytes"
+            data += chunk
+            progress.done = len(data)
+            time.sleep(pace)
+        out.append(bytes(data))
+        rest = f.readline()
+        assert rest.strip() == b")", rest
+        assert f.readline().startswith(b"a3 OK")
+        f.write(b"a4 LOGOUT\r\n")
+        f.flush()
+        assert f.readline().startswith(b"* BYE")
+        assert f.readline().startswith(b"a4 OK")
+    except Exception as e:
+        progress.error = e
+        raise
+    finally:
+        s.close()
+
+
+class Knocker:
+    """Connects to the IMAP listener every 10 ms and reads the greeting."""
+
+    def __init__(self):
+        self.stop = False
+        self.ok = 0
+        self.failures = []
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.stop:
+            t0 = time.monotonic()
+            try:
+                s = connect(IMAP, timeout=10)
+                try:
+                    line = s.makefile("rb").readline()
+                    if line.startswith(b"* OK"):
+                        self.ok += 1
+                    else:
+                        self.failures.append(f"greeting {line!r}")
+                finally:
+                    s.close()
+            except OSError as e:
+                self.failures.append(repr(e))
+            time.sleep(max(0.0, 0.01 - (time.monotonic() - t0)))
+
+    def finish(self):
+        self.stop = True
+        self.thread.join(15)
+
+
+def put_message(legacy, user, folder, content):
+    """A message file in a Maildir++ folder of its own, as Dovecot would have stored it."""
+    base = os.path.join(legacy.maildir(user), "." + folder)
+    os.makedirs(os.path.join(legacy.maildir(user)), exist_ok=True)
+    for sub in ("cur", "new", "tmp"):
+        os.makedirs(os.path.join(base, sub), exist_ok=True)
+    path = os.path.join(base, "new", f"{int(time.time())}.upgrade{uuid.uuid4().hex}.test")
+    with open(path, "wb") as f:
+        f.write(content)
+    subprocess.run(["chown", "-R", "mail:mail", legacy.home(user)], check=True)
+
+
+# ---------------------------------------------------------------- the tests
+
+def test_256mib_streams_survive_two_upgrades_byte_exact(proxy, legacy_stack):
+    size = 256 * MIB
+    body = make_body(size)
+    subject = "upgrade " + uuid.uuid4().hex
+    folder = "upgrade-" + uuid.uuid4().hex[:12]
+    fetched_message = b"Subject: " + subject.encode() + b"\n\n" + body.replace(b"\r\n", b"\n")
+    put_message(legacy_stack, "alice@example.org", folder, fetched_message)
+    mark = proxy.log_size()
+
+    smtp_p, imap_p = Progress(len(body)), Progress(len(fetched_message))
+    fetched = []
+    # 256 writes or reads of 1 MiB, ~10 ms apart: each stream spans both upgrades
+    t_smtp = threading.Thread(target=smtp_stream,
+                              args=(proxy, legacy_stack, body, subject, smtp_p, 0.01))
+    t_imap = threading.Thread(target=imap_stream, args=(folder, imap_p, 0.01, fetched))
+    t_smtp.start()
+    t_imap.start()
+    knocker = Knocker()
+    try:
+        for third in (1, 2):
+            # both streams past this third of their bytes (counted, never timed)
+            deadline = time.monotonic() + 300
+            while (smtp_p.done * 3 < third * smtp_p.total or
+                   imap_p.done * 3 < third * imap_p.total):
+                assert not smtp_p.error and not imap_p.error, (smtp_p.error, imap_p.error)
+                assert time.monotonic() < deadline, (smtp_p.done, imap_p.done)
+                time.sleep(0.01)
+            assert smtp_p.done < smtp_p.total and imap_p.done < imap_p.total, \
+                "a stream finished before the upgrade: the test proves nothing"
+            r = proxy.upgrade()
+            assert r.returncode == 0, r.stdout + r.stderr + proxy.log_text(mark)[-3000:]
+            assert "2 sessions moved" in r.stdout, r.stdout + proxy.log_text(mark)[-3000:]
+        t_smtp.join(600)
+        t_imap.join(600)
+    finally:
+        knocker.finish()
+    assert not smtp_p.error and not imap_p.error, (smtp_p.error, imap_p.error)
+
+    # every connection during the hand-overs was greeted
+    assert not knocker.failures, knocker.failures[:10]
+    assert knocker.ok > 10
+
+    # IMAP: the literal Dovecot sent, byte for byte (CRLF on the wire)
+    assert len(fetched) == 1
+    want = fetched_message.replace(b"\n", b"\r\n")
+    got = fetched[0]
+    assert got == want, f"differs at byte {first_difference(got, want)} of {len(want)}"
+
+    # port 25: the message Postfix delivered, body byte for byte (LF on disk)
+    path = legacy_stack.wait_message("dave@example.org", subject, timeout=120)
+    with open(path, "rb") as f:
+        stored = f.read()
+    stored_body = stored.split(b"\n\n", 1)[1]
+    want = body.replace(b"\r\n", b"\n")
+    assert stored_body == want, \
+        f"differs at byte {first_difference(stored_body, want)} of {len(want)}"
+
+    # both sessions moved twice and ended normally in the last process
+    for proto in ("smtp", "imap"):
+        line = proxy.wait_log(rf"event=session .*proto={proto} .*moves=2", since=mark,
+                              timeout=30)
+        assert field(line, "end") == "client closed", line
+        assert field(line, "path_up") == "splice" and field(line, "path_down") == "splice"
+    # the first two processes exited cleanly once their sessions had moved; the last
+    # serves (the first one is our child: its status is ours to read)
+    for pid in proxy.old:
+        wait_gone(pid)
+    assert proxy.proc.wait(10) == 0
+    assert len(re.findall(r"event=stopped status=0", proxy.log_text(mark))) == 2
+    assert alive(proxy.pid)
+    s, f = imap_login(connect(IMAP))
+    s.close()
+
+
+def test_login_in_progress_stays_then_moves(proxy):
+    s = connect(IMAP)
+    f = s.makefile("rwb")
+    assert f.readline().startswith(b"* OK")
+    mark = proxy.log_size()
+    old = proxy.pid
+    r = proxy.upgrade()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "1 stay" in r.stdout, r.stdout
+    line = proxy.wait_log(r"event=handover-session .*result=stays", since=mark)
+    assert field(line, "reason") == "login in progress"
+    # the new process lists it, held by the old one
+    code, out = admin_get(proxy, "/sessions")
+    assert code == 200, out
+    live = json.loads(out)["sessions"]
+    draining = [x for x in live if x.get("pid") == old]
+    assert len(draining) == 1 and draining[0]["state"] == "draining", live
+    # the login finishes in the old process, then the session moves
+    f.write(b"a1 LOGIN alice@example.org alice-pw\r\n")
+    f.flush()
+    line = f.readline()
+    while line.startswith(b"*"):
+        line = f.readline()
+    assert line.startswith(b"a1 OK"), line
+    proxy.wait_log(r"event=handover-session .*result=adopted .*moves=1", since=mark)
+    wait_gone(old)
+    assert proxy.proc.wait(10) == 0
+    f.write(b"a2 NOOP\r\n")
+    f.flush()
+    assert f.readline().startswith(b"a2 OK")
+    code, out = admin_get(proxy, "/sessions?identifier=alice@example.org")
+    live = json.loads(out)["sessions"]
+    assert len(live) == 1 and live[0]["moves"] == 1 and "pid" not in live[0], live
+    s.close()
+
+
+def test_invalid_configuration_leaves_the_daemon_serving(proxy):
+    bad = os.path.join(proxy.state, "bad.toml")
+    with open(proxy.config_path) as f:
+        text = f.read()
+    with open(bad, "w") as f:
+        f.write(text.replace("threads = 2", "threads = \"two\""))
+    mark = proxy.log_size()
+    r = proxy.upgrade(bad)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert re.search(r"bad\.toml:\d+: server\.threads", r.stderr), r.stderr
+    assert "keeps serving" in r.stderr
+    assert alive(proxy.pid) and not proxy.old
+    s, f = imap_login(connect(IMAP))
+    s.close()
+    assert "event=upgrade" not in proxy.log_text(mark)  # it never got as far as asking
+
+
+def test_configuration_that_cannot_start_leaves_the_daemon_serving(proxy):
+    # a new listener on an address someone else holds: the successor cannot bind it
+    blocker = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    blocker.bind((PROXY_ADDR, EXTRA))
+    blocker.listen(1)
+    extra = f"""
+[listener.imap2]
+protocol = "imap"
+bind = ["{PROXY_ADDR}:{EXTRA}"]
+tls = "plain"
+"""
+    conf = os.path.join(proxy.state, "more.toml")
+    with open(proxy.config_path) as f:
+        text = f.read()
+    with open(conf, "w") as f:
+        f.write(text + extra)
+    s, f1 = imap_login(connect(IMAP))  # a relayed session: it must not move
+    mark = proxy.log_size()
+    try:
+        r = proxy.upgrade(conf)
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "listener.imap2: bind" in r.stderr and "in use" in r.stderr, r.stderr
+        line = proxy.wait_log(r"event=upgrade state=refused", since=mark)
+        assert "listener.imap2" in line
+        assert alive(proxy.pid) and not proxy.old
+        assert "result=moved" not in proxy.log_text(mark)
+        f1.write(b"a2 NOOP\r\n")
+        f1.flush()
+        assert f1.readline().startswith(b"a2 OK")
+    finally:
+        blocker.close()
+    # with the address free the same configuration takes over, and serves both
+    r = proxy.upgrade(conf)
+    assert r.returncode == 0, r.stdout + r.stderr
+    f1.write(b"a3 NOOP\r\n")
+    f1.flush()
+    assert f1.readline().startswith(b"a3 OK")
+    s2, _ = imap_login(connect(EXTRA))
+    s2.close()
+    s.close()
+
+
+def test_a_second_daemon_on_the_same_control_socket_is_refused(proxy, harness_state, pki,
+                                                               legacy_stack, token_file):
+    # its own ports, the same control socket: it must not take the running one's place
+    text = config(pki, legacy_stack, proxy.state, token_file)
+    for a, b in ((SMTP, SMTP + 1000), (IMAP, IMAP + 1000), (ADMIN, ADMIN + 1000)):
+        text = text.replace(f":{a}\"", f":{b}\"")
+    other = Proxy(proxy.state, "other", text, env={"SSL_CERT_FILE": pki.ca_file})
+    with pytest.raises(Exception):
+        other.start(timeout=5)
+    assert "another mailspliced answers on" in other.log_text()
+    s, f = imap_login(connect(IMAP))
+    s.close()
