@@ -537,3 +537,86 @@ def test_a_second_daemon_on_the_same_control_socket_is_refused(proxy, harness_st
     assert "another mailspliced answers on" in other.log_text()
     s, f = imap_login(connect(IMAP))
     s.close()
+
+
+class NotifySocket:
+    """A stand-in for systemd's notification socket: records (pid, fields) of every
+    datagram (the sender's pid from SCM_CREDENTIALS, as systemd reads it) and releases
+    sd_notify_barrier() by closing the descriptor that comes with BARRIER=1."""
+
+    def __init__(self, path):
+        self.path = path
+        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.s.bind(path)
+        self.s.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self.s.settimeout(0.2)
+        self.messages = []
+        self.stop = False
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        import struct
+        while not self.stop:
+            try:
+                data, anc, _, _ = self.s.recvmsg(4096, socket.CMSG_SPACE(12) +
+                                                 socket.CMSG_SPACE(16))
+            except socket.timeout:
+                continue
+            pid = None
+            for level, kind, payload in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                    pid = struct.unpack("iII", payload[:12])[0]
+                elif level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    for i in range(len(payload) // 4):
+                        os.close(struct.unpack("i", payload[4 * i:4 * i + 4])[0])
+            fields = dict(line.split("=", 1) for line in data.decode().splitlines()
+                          if "=" in line)
+            self.messages.append((pid, fields))
+
+    def close(self):
+        self.stop = True
+        self.thread.join(5)
+        self.s.close()
+
+    def from_pid(self, pid):
+        return [f for p, f in self.messages if p == pid]
+
+
+def test_systemd_follows_the_new_process(harness_state, pki, legacy_stack, token_file):
+    """What systemd (NotifyAccess=exec) is told: the running daemon names its successor
+    with MAINPID= (after a barrier, so systemd has switched before it may exit), and
+    says nothing more; the successor says READY=1 only after that."""
+    state = os.path.join(harness_state, "upgrade-notify")
+    os.makedirs(state, exist_ok=True)
+    notify = NotifySocket(os.path.join(state, "notify.sock"))
+    env = {"SSL_CERT_FILE": pki.ca_file, "NOTIFY_SOCKET": notify.path}
+    p = Upgradable(state, "notify", config(pki, legacy_stack, state, token_file), env=env)
+    p.ca_file = pki.ca_file
+    p.start()
+    try:
+        old = p.pid
+        deadline = time.monotonic() + 10
+        while not any(f.get("READY") == "1" for f in notify.from_pid(old)):
+            assert time.monotonic() < deadline, notify.messages
+            time.sleep(0.05)
+        r = p.upgrade()
+        assert r.returncode == 0, r.stdout + r.stderr
+        new = p.pid
+        deadline = time.monotonic() + 10
+        while not any(f.get("READY") == "1" for f in notify.from_pid(new)):
+            assert time.monotonic() < deadline, notify.messages
+            time.sleep(0.05)
+        wait_gone(old)
+        seq = [(pid, f) for pid, f in notify.messages if pid in (old, new)]
+        i_main = next(i for i, (pid, f) in enumerate(seq) if f.get("MAINPID") == str(new))
+        assert seq[i_main][0] == old
+        # the barrier follows at once, so systemd switched before anything else
+        assert seq[i_main + 1] == (old, {"BARRIER": "1"}), seq
+        # nothing from the new process before the switch, nothing from the old after it
+        assert all(pid == old for pid, _ in seq[:i_main]), seq
+        assert all(pid == new for pid, _ in seq[i_main + 2:]), seq
+        assert not any("STOPPING" in f for _, f in seq), seq
+    finally:
+        p.stop()
+        notify.close()
