@@ -84,13 +84,16 @@ struct ho_leg {
 struct ho_dir {
 	uint8_t engine; /* enum ho_engine */
 	bool pipe;      /* a pipe travels with it (two fds: read end, write end) */
-	uint32_t held;  /* bytes in that pipe */
+	uint32_t held;  /* bytes in that pipe: what a splice direction had in flight,
+	                   or a userspace buffer too large for the record (the pipe's
+	                   bytes come first, then the pending ones) */
 	/* sockmap: the source socket's slot and the relay's counters */
 	uint32_t slot; /* HO_NO_SLOT unless engine == HO_ENGINE_SOCKMAP */
 	bool kernel;   /* the program redirects (the only movable sockmap state) */
 	bool pinned;
 	uint64_t taken, r0, red0;
-	/* bytes read from the source and not yet written: they go out first */
+	/* bytes read from the source and not yet written: they go out before
+	 * anything read from now on (a splice direction: before its pipe's) */
 	const uint8_t *pending; /* points into the decoded buffer */
 	size_t n_pending;
 };

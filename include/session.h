@@ -149,6 +149,7 @@ struct session {
 	bool moving;                       /* offered to the successor, answer pending */
 	bool moved_away;                   /* the successor has it: end here silently */
 	bool kick_pending;                 /* a kick that arrived while moving */
+	bool move_refused;                 /* the successor said no: not offered again */
 	bool drain_noted;                  /* logged once as staying here */
 
 	struct session *prev, *next; /* the worker's list */

@@ -1160,6 +1160,7 @@ void session_export_done(struct session *s, bool adopted, const char *detail)
 		return;
 	s->moving = false;
 	if (!adopted) {
+		s->move_refused = true;
 		log_msg(LOG_INFO, "handover-session", "id=%s result=kept reason=\"%s\"", s->id,
 		        detail ? detail : "");
 		relay_export_resume(s->relay);

@@ -278,7 +278,7 @@ static unsigned export_sessions(struct worker *w)
 	unsigned draining = 0;
 
 	for (struct session *s = w->sessions; s; s = s->next) {
-		if (s->moving || s->ending || s->closing || s->moved_away)
+		if (s->moving || s->ending || s->closing || s->moved_away || s->move_refused)
 			continue;
 		if (atomic_load(&O.flight[w->index]) >= FLIGHT_MAX)
 			break; /* the next pass (an answer, the tick) goes on */
@@ -1031,6 +1031,17 @@ static void new_msg(struct ho_chan *c, const struct ho_msg *m, int *fds, unsigne
 			hooks.took_over((int)N.pred);
 		return;
 	case HO_SESSION:
+		if (O.handed_over) {
+			/* this process has a successor of its own by now: the
+			 * session stays where it is until it ends */
+			char why[128];
+			for (unsigned i = 0; i < n_fds; i++)
+				close(fds[i]);
+			snprintf(why, sizeof(why), "pid %d has handed over to a successor since",
+			         (int)getpid());
+			send_ack(m->u.session.id, false, why);
+			return;
+		}
 		adopt(m, fds, n_fds);
 		return;
 	case HO_DRAINING:

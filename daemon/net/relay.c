@@ -1023,6 +1023,67 @@ static uint8_t ho_engine_of(const struct dir *d)
 	return HO_ENGINE_USER;
 }
 
+/* Move what d->buf holds into a pipe of its own, sized to take it all: the
+ * bytes stay in order (buf is written out before anything the pipe of a
+ * splice direction would hold, and that pipe is empty while buf is not). */
+static bool buffer_to_pipe(struct dir *d, char *why, size_t whylen)
+{
+	size_t len = evbuffer_get_length(d->buf);
+	int p[2];
+
+	if (d->prd >= 0 && d->held > 0) {
+		snprintf(why, whylen, "bytes both in user space and in a pipe");
+		return false;
+	}
+	if (d->prd >= 0)
+		pipe_put(d); /* the empty splice pipe goes back to the pool */
+	if (pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0) {
+		snprintf(why, whylen, "pipe: %s", strerror(errno));
+		return false;
+	}
+	unsigned char *data = evbuffer_pullup(d->buf, -1);
+	ssize_t w = -1;
+	if (data && fcntl(p[1], F_SETPIPE_SZ, (int)len) >= (int)len)
+		w = write(p[1], data, len);
+	if (w != (ssize_t)len) {
+		snprintf(why, whylen, "%zu bytes read and not yet written, and no pipe takes them",
+		         len);
+		close(p[0]);
+		close(p[1]);
+		return false;
+	}
+	evbuffer_drain(d->buf, len);
+	d->prd = p[0];
+	d->pwr = p[1];
+	d->held = len;
+	return true;
+}
+
+/* Read a pipe's bytes into the front of d->buf (a userspace direction that
+ * got or gave its buffer as a pipe). */
+static bool pipe_to_buffer(struct dir *d)
+{
+	struct evbuffer *tmp = evbuffer_new();
+	bool ok = tmp != NULL;
+
+	while (ok && d->held > 0) {
+		int n = evbuffer_read(tmp, d->prd, (int)d->held);
+		if (n <= 0)
+			ok = false;
+		else
+			d->held -= (size_t)n;
+	}
+	if (ok)
+		evbuffer_prepend_buffer(d->buf, tmp);
+	if (tmp)
+		evbuffer_free(tmp);
+	close(d->prd);
+	close(d->pwr);
+	d->prd = d->pwr = -1;
+	d->held = 0;
+	return ok;
+}
+
 int relay_export(struct relay *r, struct ho_session *rec, int *fds, char *why, size_t whylen)
 {
 	struct leg *legs[2] = {&r->c, &r->b};
@@ -1050,12 +1111,7 @@ int relay_export(struct relay *r, struct ho_session *rec, int *fds, char *why, s
 		/* more read than a record carries: write some out first */
 		if (evbuffer_get_length(d->buf) > HO_PENDING_MAX && !push(d))
 			return 0; /* the relay ended; its callback follows */
-		if (evbuffer_get_length(d->buf) > HO_PENDING_MAX) {
-			snprintf(why, whylen, "%zu bytes read and not yet written %s",
-			         evbuffer_get_length(d->buf), i ? "down" : "up");
-			return 0;
-		}
-		if (d->prd >= 0) {
+		if (d->prd >= 0 && d->engine == ENGINE_SPLICE) {
 			int queued = 0;
 			if (ioctl(d->prd, FIONREAD, &queued) != 0 || (size_t)queued != d->held) {
 				snprintf(why, whylen,
@@ -1064,6 +1120,12 @@ int relay_export(struct relay *r, struct ho_session *rec, int *fds, char *why, s
 				return -1;
 			}
 		}
+	}
+	/* the rest of a large buffer travels in a pipe of its own */
+	for (int i = 0; i < 2; i++) {
+		if (evbuffer_get_length(ds[i]->buf) > HO_PENDING_MAX &&
+		    !buffer_to_pipe(ds[i], why, whylen))
+			return 0;
 	}
 	quiesce(r);
 	r->exporting = true;
@@ -1079,6 +1141,7 @@ int relay_export(struct relay *r, struct ho_session *rec, int *fds, char *why, s
 		struct ho_dir *h = &rec->dir[i];
 		*h = (struct ho_dir){.engine = ho_engine_of(d), .slot = HO_NO_SLOT};
 		if (d->prd >= 0 && d->held > 0) {
+			/* splice: its pipe; userspace: its buffer, moved into one */
 			h->pipe = true;
 			h->held = (uint32_t)d->held;
 			fds[n++] = d->prd;
@@ -1102,6 +1165,13 @@ void relay_export_resume(struct relay *r)
 	if (!r->exporting)
 		return;
 	r->exporting = false;
+	struct dir *ds[2] = {&r->up, &r->down};
+	for (int i = 0; i < 2; i++) {
+		if (ds[i]->engine == ENGINE_USER && ds[i]->prd >= 0 && !pipe_to_buffer(ds[i])) {
+			finish(r, RELAY_END_ERROR, "bytes lost taking a buffer back from a pipe");
+			return;
+		}
+	}
 	if (r->idle_ms)
 		arm_idle(r);
 	r->c.readable = r->b.readable = true;
@@ -1200,6 +1270,7 @@ struct relay *relay_adopt(struct event_base *base, const struct ho_session *rec,
 	struct leg *legs[2] = {&r->c, &r->b};
 	struct dir *ds[2] = {&r->up, &r->down};
 	uint64_t *counts[2] = {&r->st.client_to_backend, &r->st.backend_to_client};
+	bool adopt_lost = false;
 
 	r->base = base;
 	r->done = done;
@@ -1219,6 +1290,15 @@ struct relay *relay_adopt(struct event_base *base, const struct ho_session *rec,
 		const struct ho_dir *h = &rec->dir[i];
 		init_dir(r, d, legs[i], legs[1 - i], counts[i], &none);
 		*counts[i] = i ? rec->bytes_down : rec->bytes_up;
+		if (h->engine == HO_ENGINE_USER && h->pipe) {
+			/* the predecessor's buffer, too large for the record */
+			d->prd = pipe_fd[i][0];
+			d->pwr = pipe_fd[i][1];
+			d->held = h->held;
+			pipe_fd[i][0] = pipe_fd[i][1] = -1;
+			if (!d->buf || !pipe_to_buffer(d))
+				adopt_lost = true;
+		}
 		if (d->buf && h->n_pending)
 			evbuffer_add(d->buf, h->pending, h->n_pending);
 		switch (h->engine) {
@@ -1256,6 +1336,14 @@ struct relay *relay_adopt(struct event_base *base, const struct ho_session *rec,
 	}
 	r->st.path_up = r->up.path;
 	r->st.path_down = r->down.path;
+	if (adopt_lost) {
+		/* a pipe did not give back what the record says: the stream is
+		 * broken, and this process owns it now */
+		if (sockmap)
+			r->pair.installed = false;
+		finish(r, RELAY_END_ERROR, "bytes lost taking a buffer from a pipe");
+		return r;
+	}
 	if (!r->up.buf || !r->down.buf || !r->done_ev || !r->idle || !r->c.rev || !r->c.wev ||
 	    !r->b.rev || !r->b.wev || (sockmap && (!r->up.drain_ev || !r->down.drain_ev))) {
 		/* nothing happened on the sockets yet: give them back */

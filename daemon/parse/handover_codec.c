@@ -496,7 +496,8 @@ static const char *decode_dir(const uint8_t *v, size_t n, struct ho_dir *d, unsi
 	*arg = d->engine;
 	if (d->engine < HO_ENGINE_USER || d->engine > HO_ENGINE_SOCKMAP)
 		return "unknown engine %lu";
-	if (d->engine != HO_ENGINE_SPLICE && d->pipe)
+	/* splice: its pipe; userspace: its buffer, moved into a pipe */
+	if (d->engine == HO_ENGINE_SOCKMAP && d->pipe)
 		return "a pipe with engine %lu";
 	if (d->engine == HO_ENGINE_SOCKMAP) {
 		if (d->slot == HO_NO_SLOT)

@@ -466,6 +466,41 @@ def test_login_in_progress_stays_then_moves(proxy):
     s.close()
 
 
+def test_upgraded_twice_while_a_login_is_in_progress(proxy):
+    """The login finishes in the first process after the second upgrade: the process it
+    would move to has handed over itself by then, says so, and the session stays where
+    it is, serving, until it ends."""
+    s = connect(IMAP)
+    f = s.makefile("rwb")
+    assert f.readline().startswith(b"* OK")
+    mark = proxy.log_size()
+    first = proxy.pid
+    assert proxy.upgrade().returncode == 0
+    second = proxy.pid
+    assert proxy.upgrade().returncode == 0
+    wait_gone(second)  # nothing of its own to drain
+    f.write(b"a1 LOGIN alice@example.org alice-pw\r\n")
+    f.flush()
+    line = f.readline()
+    while line.startswith(b"*"):
+        line = f.readline()
+    assert line.startswith(b"a1 OK"), line
+    f.write(b"a2 NOOP\r\n")
+    f.flush()
+    assert f.readline().startswith(b"a2 OK")
+    assert alive(first)
+    assert "result=adopted" not in proxy.log_text(mark)
+    f.write(b"a3 LOGOUT\r\n")
+    f.flush()
+    assert f.readline().startswith(b"* BYE")
+    f.close()  # the file holds the socket open: both go, the FIN follows
+    s.close()
+    line = proxy.wait_log(r"event=session .*account=alice@example\.org", since=mark)
+    assert field(line, "moves") is None
+    wait_gone(first)
+    assert proxy.proc.wait(10) == 0
+
+
 def test_invalid_configuration_leaves_the_daemon_serving(proxy):
     bad = os.path.join(proxy.state, "bad.toml")
     with open(proxy.config_path) as f:
@@ -620,3 +655,174 @@ def test_systemd_follows_the_new_process(harness_state, pki, legacy_stack, token
     finally:
         p.stop()
         notify.close()
+
+
+# ---------------------------------------------------------------- every data path
+
+PUMP_ADDR = "127.0.0.7"
+PUMP_PORT = 22026 + PORT_OFFSET
+SMTP_PUMP = 22027 + PORT_OFFSET
+ADMIN_PUMP = 22444 + PORT_OFFSET
+
+
+def pump_config(pki, state, token_file, data_path):
+    cert, key = pki.issue("mail.proxy.test", ["mail.proxy.test", PROXY_ADDR])
+    return f"""
+[server]
+threads = 2
+log_level = "debug"
+shutdown_grace = "30s"
+data_path = "{data_path}"
+control_socket = "{state}/control.sock"
+
+[tls.certificate.default]
+cert = "{cert}"
+key = "{key}"
+
+[routing]
+default_destination = "pump"
+smtp_passthrough_destination = "pump"
+
+[mapping]
+source = "file"
+
+[mapping.file]
+path = "@MAPPINGS@"
+
+[destination.pump]
+host = "{PUMP_ADDR}"
+forwarding = "proxy"
+
+[destination.pump.protocol.smtp]
+port = {PUMP_PORT}
+tls = "plain"
+
+[listener.smtp]
+protocol = "smtp"
+bind = ["{PROXY_ADDR}:{SMTP_PUMP}"]
+tls = "plain"
+
+[admin]
+bind = "{PROXY_ADDR}:{ADMIN_PUMP}"
+tls = "implicit"
+bearer_token_file = "{token_file}"
+"""
+
+
+@pytest.fixture(scope="module")
+def pump():
+    from tests.harness.pump import Pump
+    p = Pump(PUMP_ADDR, PUMP_PORT)
+    yield p
+    p.stop()
+
+
+def start_pump_proxy(harness_state, pki, token_file, data_path):
+    state = os.path.join(harness_state, "upgrade-" + data_path + uuid.uuid4().hex[:6])
+    os.makedirs(state)
+    p = Upgradable(state, data_path, pump_config(pki, state, token_file, data_path),
+                   env={"SSL_CERT_FILE": pki.ca_file})
+    p.ca_file = pki.ca_file
+    try:
+        p.start()
+    except Exception:
+        reason = re.search(r"server\.data_path = \"sockmap\": (.*)", p.log_text(p.mark))
+        if reason:
+            pytest.skip(f"sockmap unavailable here: {reason.group(1)}")
+        raise
+    return p
+
+
+@pytest.mark.parametrize("data_path", ["auto", "userspace"])
+def test_echo_both_ways_through_two_upgrades(harness_state, pki, token_file, pump, data_path):
+    """Both directions busy at every hand-over (an echo): bytes in a pipe travel with the
+    pipe (splice), bytes in a userspace buffer travel in the record or wait until they
+    fit (userspace copy of plain legs); the echo comes back byte for byte."""
+    from tests.harness.pump import pattern
+    p = start_pump_proxy(harness_state, pki, token_file, data_path)
+    try:
+        mark = p.log_size()
+        total = 64 * MIB
+        data = pattern(total, 23)
+        s = connect(SMTP_PUMP, timeout=60)
+        s.sendall(b"ECHO\n")
+        got = bytearray()
+
+        def reader():
+            while True:
+                c = s.recv(MIB)
+                if not c:
+                    return
+                got.extend(c)
+
+        t = threading.Thread(target=reader)
+        t.start()
+        for third in range(3):
+            chunk = data[third * total // 3:(third + 1) * total // 3]
+            for off in range(0, len(chunk), 256 * 1024):
+                s.sendall(chunk[off:off + 256 * 1024])
+            if third < 2:
+                r = p.upgrade()
+                assert r.returncode == 0, r.stdout + r.stderr + p.log_text(mark)[-3000:]
+        s.shutdown(socket.SHUT_WR)
+        t.join(120)
+        s.close()
+        assert len(got) == total and bytes(got) == data, \
+            f"{len(got)} bytes back, first difference at {first_difference(bytes(got), data)}"
+        line = p.wait_log(r"event=session .*moves=2", since=mark, timeout=30)
+        want = "splice" if data_path == "auto" else "userspace"
+        assert field(line, "path_up") == want and field(line, "path_down") == want, line
+        assert int(field(line, "bytes_up")) == total + 5  # "ECHO\n"
+        assert int(field(line, "bytes_down")) == total
+    finally:
+        p.stop()
+
+
+def test_sockmap_pair_moves_without_leaving_the_map(root_only, harness_state, pki,
+                                                    token_file, pump):
+    """data_path = "sockmap": the successor adopts the predecessor's sockhash (passed as
+    descriptors with its program and slot maps), the pair stays in it throughout, and
+    the echo keeps being redirected by the kernel."""
+    from tests.harness.pump import pattern
+    p = start_pump_proxy(harness_state, pki, token_file, "sockmap")
+    try:
+        mark = p.log_size()
+        data = pattern(2 * MIB, 29)
+        s = connect(SMTP_PUMP, timeout=30)
+        f = s.makefile("rb")
+        s.sendall(b"ECHO\n")
+        s.sendall(data[:MIB])
+        assert f.read(MIB) == data[:MIB]
+        r = p.upgrade()
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "1 sessions moved" in r.stdout, r.stdout + p.log_text(mark)[-3000:]
+        line = p.wait_log(r"event=handover-session .*result=adopted", since=mark)
+        assert field(line, "path_up") == "sockmap" and field(line, "path_down") == "sockmap"
+        assert "sockmap=adopted" in p.log_text(mark) or "sockmap=adopted" in r.stderr
+        code, out = admin_get_port(p, ADMIN_PUMP, "/metrics")
+        assert re.search(r"^mailsplice_sockmap_sockets 2$", out, re.M), out
+        s.sendall(data[MIB:])
+        assert f.read(MIB) == data[MIB:]
+        code, out = admin_get_port(p, ADMIN_PUMP, "/sessions")
+        live = json.loads(out)["sessions"]
+        assert len(live) == 1 and live[0]["moves"] == 1 and live[0]["data_path"] == "sockmap"
+        s.close()
+    finally:
+        p.stop()
+
+
+@pytest.fixture(scope="module")
+def root_only():
+    if os.geteuid() != 0:
+        pytest.skip(f"sockmap needs root (CAP_BPF); running as uid {os.geteuid()}")
+
+
+def admin_get_port(p, port, path, method="GET"):
+    ctx = ssl.create_default_context(cafile=p.ca_file)
+    s = ctx.wrap_socket(connect(port), server_hostname=PROXY_ADDR)
+    s.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+              f"Content-Length: 0\r\nConnection: close\r\n\r\n".encode())
+    data = recv_to_eof(s)
+    s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body.decode()

@@ -114,6 +114,20 @@ static void test_sockmap_round_trip(void **state)
 	assert_int_equal(d.u.session.dir[0].red0, 30);
 }
 
+/* a userspace buffer too large for the record travels in a pipe of its own */
+static void test_userspace_buffer_in_a_pipe(void **state)
+{
+	valid_session(&m);
+	m.u.session.dir[0] = (struct ho_dir){
+	        .engine = HO_ENGINE_USER, .slot = HO_NO_SLOT, .pipe = true, .held = 256 * 1024};
+	m.u.session.dir[1] = (struct ho_dir){.engine = HO_ENGINE_USER, .slot = HO_NO_SLOT};
+	size_t n = encode(&m);
+	assert_int_equal(ho_msg_fds(&m), 4);
+	assert_true(ho_decode(buf, n, 4, &d, err, sizeof(err)));
+	assert_true(d.u.session.dir[0].pipe);
+	assert_int_equal(d.u.session.dir[0].held, 256 * 1024);
+}
+
 static void test_every_type_round_trips(void **state)
 {
 	struct ho_msg x;
@@ -319,6 +333,7 @@ int main(void)
 	        cmocka_unit_test(test_session_round_trip),
 	        cmocka_unit_test(test_ktls_legs_round_trip),
 	        cmocka_unit_test(test_sockmap_round_trip),
+	        cmocka_unit_test(test_userspace_buffer_in_a_pipe),
 	        cmocka_unit_test(test_every_type_round_trips),
 	        cmocka_unit_test(test_refuses_what_it_does_not_understand),
 	        cmocka_unit_test(test_refuses_missing_required_field),
