@@ -247,7 +247,7 @@ install: all
 	install -m 0644 conf/dovecot-postfix-to-stalwart.toml conf/stalwart-to-stalwart.toml \
 		conf/mappings.tsv conf/dovecot-postfix-trust.conf $(DESTDIR)$(DOCDIR)/examples/
 	install -m 0644 docs/configuration.md docs/admin-api.md docs/datapath.md docs/cutover.md \
-		$(DESTDIR)$(DOCDIR)/
+		docs/upgrade.md $(DESTDIR)$(DOCDIR)/
 	sed -e 's|/usr/sbin/mailspliced|$(SBINDIR)/mailspliced|g' \
 	    -e 's|/etc/mailsplice/|$(SYSCONFDIR)/mailsplice/|g' conf/mailsplice.service \
 		> $(DESTDIR)$(UNITDIR)/mailsplice.service
