@@ -39,6 +39,7 @@ from tests.harness.proxy import log_field as field
 PORT_OFFSET = int(os.environ.get("MS_PORT_OFFSET", "0"))
 SMTP = 22025 + PORT_OFFSET
 IMAP = 22143 + PORT_OFFSET
+IMAPS = 22993 + PORT_OFFSET
 ADMIN = 22443 + PORT_OFFSET
 EXTRA = 22144 + PORT_OFFSET
 MIB = 1 << 20
@@ -92,6 +93,11 @@ tls = "plain"
 protocol = "imap"
 bind = ["{PROXY_ADDR}:{IMAP}"]
 tls = "plain"
+
+[listener.imaps]
+protocol = "imap"
+bind = ["{PROXY_ADDR}:{IMAPS}"]
+tls = "implicit"
 
 [capabilities.imap]
 allow_plain_auth_without_tls = true
@@ -180,11 +186,11 @@ def proxy(harness_state, pki, legacy_stack, token_file):
     p.stop()
 
 
-def admin_get(p, path):
+def admin_get(p, path, method="GET"):
     ctx = ssl.create_default_context(cafile=p.ca_file)
     s = ctx.wrap_socket(connect(ADMIN), server_hostname=PROXY_ADDR)
-    s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
-              f"Connection: close\r\n\r\n".encode())
+    s.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+              f"Content-Length: 0\r\nConnection: close\r\n\r\n".encode())
     data = recv_to_eof(s)
     s.close()
     head, _, body = data.partition(b"\r\n\r\n")
@@ -499,6 +505,43 @@ def test_upgraded_twice_while_a_login_is_in_progress(proxy):
     assert field(line, "moves") is None
     wait_gone(first)
     assert proxy.proc.wait(10) == 0
+
+
+def test_tls_in_openssl_stays_and_is_kicked_through_the_successor(proxy):
+    """Without kernel TLS (this host's kernel has none) a TLS session's state is in
+    OpenSSL and cannot move: it drains in the old process, keeps working there, shows in
+    the successor's /sessions with the old pid, and a kick sent to the successor ends
+    it; the old process then exits."""
+    ctx = ssl.create_default_context(cafile=proxy.ca_file)
+    s = ctx.wrap_socket(connect(IMAPS), server_hostname="mail.proxy.test")
+    s, f = imap_login(s)
+    mark = proxy.log_size()
+    old = proxy.pid
+    r = proxy.upgrade()
+    assert r.returncode == 0, r.stdout + r.stderr
+    if "1 sessions moved" in r.stdout:
+        pytest.skip("this kernel has kTLS: the session moved (tests/kernel covers that)")
+    line = proxy.wait_log(r"event=handover-session .*result=stays", since=mark)
+    assert "OpenSSL" in field(line, "reason"), line
+    f.write(b"a2 NOOP\r\n")
+    f.flush()
+    assert f.readline().startswith(b"a2 OK")
+    code, out = admin_get(proxy, "/sessions?identifier=alice@example.org")
+    live = json.loads(out)["sessions"]
+    assert len(live) == 1 and live[0]["pid"] == old and live[0]["state"] == "draining", live
+    code, out = admin_get(proxy, "/connections/kick?identifier=alice@example.org", "POST")
+    assert code == 200 and out.strip() == "kicked 1", out
+    s.settimeout(10)
+    with pytest.raises((ConnectionResetError, ssl.SSLError, BrokenPipeError)):
+        while f.readline():
+            pass
+        raise BrokenPipeError("closed")
+    line = proxy.wait_log(r"event=session .*account=alice@example\.org .*end=kicked",
+                          since=mark)
+    wait_gone(old)
+    assert proxy.proc.wait(10) == 0
+    code, out = admin_get(proxy, "/sessions?identifier=alice@example.org")
+    assert json.loads(out)["sessions"] == []
 
 
 def test_invalid_configuration_leaves_the_daemon_serving(proxy):
