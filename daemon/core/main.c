@@ -40,6 +40,7 @@ static struct server srv;
 static struct event_base *main_base;
 static struct event *drain_timer;
 static uint64_t drain_deadline;
+static const char *stop_reason = "stopped"; /* for a successor's log (BYE) */
 static bool stopping;
 static struct event *status_timer;
 
@@ -150,11 +151,13 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
 	upgrade_tick();
 	if (active == 0 && !upgrade_busy()) {
 		log_msg(LOG_INFO, "shutdown", "state=drained");
+		stop_reason = "drained";
 		finish();
 		return;
 	}
 	if (now_ms() >= drain_deadline) {
 		log_msg(LOG_INFO, "shutdown", "state=grace-expired sessions=%zu", active);
+		stop_reason = "shutdown grace expired";
 		finish();
 		return;
 	}
@@ -220,6 +223,7 @@ static void on_term(evutil_socket_t sig, short what, void *arg)
 	if (drain_timer) {
 		/* a second signal: do not wait any longer */
 		log_msg(LOG_INFO, "shutdown", "state=forced");
+		stop_reason = "forced";
 		finish();
 		return;
 	}
@@ -541,7 +545,7 @@ static int serve(struct config *cfg)
 	if (!stopping)
 		finish();
 	server_join(&srv);
-	upgrade_finish(atomic_load(&srv.active) ? "shutdown grace expired" : "drained");
+	upgrade_finish(stop_reason);
 	admin_stop();
 	event_free(ev_term);
 	event_free(ev_int);

@@ -16,13 +16,13 @@ control socket). Checked here against the real legacy Postfix and Dovecot:
   - a configuration that does not load, or does not start (a bind the kernel refuses),
     leaves the running daemon serving, and --upgrade exits non-zero saying why.
 
-The daemons started by --upgrade are not our children: they are stopped by pid.
+The daemons started by --upgrade are not our children: tests/harness/upgrade.py stops
+them by pid.
 """
 
 import json
 import os
 import re
-import signal
 import socket
 import ssl
 import subprocess
@@ -32,9 +32,9 @@ import uuid
 
 import pytest
 
-from tests.harness.proxy import (CLIENT_ADDR, DAEMON, PROXY_ADDR, Proxy, connect, imap_login,
-                                 recv_to_eof)
+from tests.harness.proxy import PROXY_ADDR, Proxy, connect, imap_login, recv_to_eof
 from tests.harness.proxy import log_field as field
+from tests.harness.upgrade import Upgradable, alive, wait_gone
 
 PORT_OFFSET = int(os.environ.get("MS_PORT_OFFSET", "0"))
 SMTP = 22025 + PORT_OFFSET
@@ -107,61 +107,6 @@ bind = "{PROXY_ADDR}:{ADMIN}"
 tls = "implicit"
 bearer_token_file = "{token_file}"
 {extra}"""
-
-
-class Upgradable(Proxy):
-    """A daemon whose process changes: `pid` is the one serving now."""
-
-    def start(self, timeout=10):
-        super().start(timeout)
-        self.pid = self.proc.pid
-        self.old = []  # pids that handed over and may still be draining
-        return self
-
-    def upgrade(self, config_path=None):
-        """Run --upgrade; returns the CompletedProcess. On success `pid` is the new
-        daemon's."""
-        r = subprocess.run([DAEMON, "--upgrade", "-c", config_path or self.config_path],
-                           capture_output=True, text=True, timeout=120, env=self.env)
-        if r.returncode == 0:
-            m = re.search(r"pid (\d+) took over from pid (\d+)", r.stdout)
-            assert m, r.stdout + r.stderr
-            assert int(m.group(2)) == self.pid, (r.stdout, self.pid)
-            self.old.append(self.pid)
-            self.pid = int(m.group(1))
-        return r
-
-    def stop(self, timeout=10):
-        rc = None
-        for pid in [self.pid] + self.old:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-        deadline = time.monotonic() + timeout
-        for pid in [self.pid] + self.old:
-            while alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
-        if self.proc is not None:
-            rc = super().stop(timeout)
-        return rc
-
-
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[1].split()[0] not in ("Z", "X")
-    except (FileNotFoundError, IndexError):
-        return False
-
-
-def wait_gone(pid, timeout=30):
-    deadline = time.monotonic() + timeout
-    while alive(pid):
-        assert time.monotonic() < deadline, f"pid {pid} still running after {timeout}s"
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
