@@ -814,3 +814,35 @@ def admin_get_port(p, port, path, method="GET"):
     s.close()
     head, _, body = data.partition(b"\r\n\r\n")
     return int(head.split()[1]), body.decode()
+
+
+def test_control_socket_refuses_strangers_and_garbage(proxy):
+    """The control socket answers only root or the daemon's user, and a malformed or
+    foreign-version message ends that conversation, nothing else."""
+    path = os.path.join(proxy.state, "control.sock")
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+    mark = proxy.log_size()
+    # garbage, then a HELLO of a protocol version this build does not speak
+    for payload in (b"hello?", b"MSHO\x00\x02\x00\x01\x00\x00\x00\x00"):
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        c.connect(path)
+        c.send(payload)
+        c.settimeout(5)
+        try:
+            assert c.recv(4096) == b""  # closed without an answer
+        except ConnectionResetError:
+            pass
+        c.close()
+    line = proxy.wait_log(r"event=upgrade state=cancelled .*protocol version 2", since=mark)
+    assert "this build speaks 1" in line
+    # another user than root or the daemon's
+    r = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                        "/usr/bin/python3", "-c",
+                        "import socket,sys; s=socket.socket(socket.AF_UNIX,socket.SOCK_SEQPACKET);"
+                        f"s.connect({path!r})"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "Permission denied" in r.stderr, r.stderr
+    # still serving, still upgradable
+    s, f = imap_login(connect(IMAP))
+    s.close()
+    assert proxy.upgrade().returncode == 0
