@@ -68,7 +68,8 @@ static struct {
 	/* sessions offered and not yet answered */
 	struct pending *pending;
 	size_t n_pending, cap_pending;
-	atomic_uint *flight; /* per worker */
+	atomic_uint *flight;     /* per worker */
+	atomic_bool *round_open; /* per worker: its first full pass is still to come */
 	/* the first round: every session movable at COMMIT offered and answered */
 	size_t passes_left;
 	unsigned moved, kept, draining;
@@ -271,17 +272,20 @@ static void report_draining(struct session *s, const char *why)
 static void on_pass_done(evutil_socket_t unused, short what, void *arg);
 
 /* Offer every session of this worker that can move now; returns how many
- * stay (for now). */
-static unsigned export_sessions(struct worker *w)
+ * stay (for now). *limited: it stopped at FLIGHT_MAX, more may follow. */
+static unsigned export_sessions(struct worker *w, bool *limited)
 {
 	static __thread struct ho_msg m;
 	unsigned draining = 0;
 
+	*limited = false;
 	for (struct session *s = w->sessions; s; s = s->next) {
 		if (s->moving || s->ending || s->closing || s->moved_away || s->move_refused)
 			continue;
-		if (atomic_load(&O.flight[w->index]) >= FLIGHT_MAX)
-			break; /* the next pass (an answer, the tick) goes on */
+		if (atomic_load(&O.flight[w->index]) >= FLIGHT_MAX) {
+			*limited = true; /* the next pass (an answer, the tick) goes on */
+			break;
+		}
 		int fds[HO_FDS_MAX];
 		char why[160];
 		memset(&m, 0, sizeof(m));
@@ -306,22 +310,23 @@ static unsigned export_sessions(struct worker *w)
 	return draining;
 }
 
-/* A worker's share of the first round: the main thread counts them. */
-static void export_round(evutil_socket_t unused, short what, void *arg)
+/* A pass over a worker's sessions: at COMMIT, after each answer (room for
+ * more), and every drain tick (logins that finished). The first pass that
+ * gets through all of them ends this worker's share of the first round: the
+ * main thread counts what stays. */
+static void export_pass(evutil_socket_t unused, short what, void *arg)
 {
-	unsigned *count = malloc(sizeof(*count));
-	unsigned n = export_sessions(arg);
+	struct worker *w = arg;
+	bool limited;
+	unsigned n = export_sessions(w, &limited);
 
+	if (limited || !atomic_exchange(&O.round_open[w->index], false))
+		return;
+	unsigned *count = malloc(sizeof(*count));
 	if (count) {
 		*count = n;
 		event_base_once(main_base, -1, EV_TIMEOUT, on_pass_done, count, NULL);
 	}
-}
-
-/* Later passes: sessions whose login finished, room after an answer. */
-static void export_more(evutil_socket_t unused, short what, void *arg)
-{
-	export_sessions(arg);
 }
 
 /* The round ends when every worker passed once and every offer was answered:
@@ -363,9 +368,11 @@ static void start_round(void)
 	struct server *srv = O.srv;
 
 	O.passes_left = srv->n_workers;
-	for (size_t i = 0; i < srv->n_workers; i++)
-		event_base_once(srv->workers[i].base, -1, EV_TIMEOUT, export_round,
-		                &srv->workers[i], NULL);
+	for (size_t i = 0; i < srv->n_workers; i++) {
+		atomic_store(&O.round_open[i], true);
+		event_base_once(srv->workers[i].base, -1, EV_TIMEOUT, export_pass, &srv->workers[i],
+		                NULL);
+	}
 }
 
 /* ---- the conversation ---- */
@@ -447,7 +454,7 @@ static void old_ack(const struct ho_msg *m)
 	/* j belongs to the worker once posted (it may be freed already below) */
 	event_base_once(w->base, -1, EV_TIMEOUT, on_ack, j, NULL);
 	/* room for more on that worker */
-	event_base_once(w->base, -1, EV_TIMEOUT, export_more, w, NULL);
+	event_base_once(w->base, -1, EV_TIMEOUT, export_pass, w, NULL);
 	check_round();
 }
 
@@ -1118,6 +1125,7 @@ bool upgrade_serve(struct server *srv, struct event_base *base, const struct upg
 	if (h)
 		hooks = *h;
 	O.flight = xcalloc(srv->n_workers, sizeof(*O.flight));
+	O.round_open = xcalloc(srv->n_workers, sizeof(*O.round_open));
 	O.hello_timer = evtimer_new(base, on_hello_timeout, NULL);
 	if (!path[0]) {
 		log_msg(LOG_INFO, "control", "socket=none upgrade=off");
@@ -1178,7 +1186,7 @@ void upgrade_tick(void)
 	if (O.state != OLD_COMMITTED || !O.chan)
 		return;
 	for (size_t i = 0; i < O.srv->n_workers; i++)
-		event_base_once(O.srv->workers[i].base, -1, EV_TIMEOUT, export_more,
+		event_base_once(O.srv->workers[i].base, -1, EV_TIMEOUT, export_pass,
 		                &O.srv->workers[i], NULL);
 }
 
@@ -1219,6 +1227,8 @@ void upgrade_finish(const char *why)
 	}
 	free(O.flight);
 	O.flight = NULL;
+	free(O.round_open);
+	O.round_open = NULL;
 	free(O.pending);
 	O.pending = NULL;
 	O.n_pending = O.cap_pending = 0;

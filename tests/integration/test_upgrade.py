@@ -846,3 +846,31 @@ def test_control_socket_refuses_strangers_and_garbage(proxy):
     s, f = imap_login(connect(IMAP))
     s.close()
     assert proxy.upgrade().returncode == 0
+
+
+def test_a_thousand_sessions_all_move_before_the_command_returns(harness_state, pki,
+                                                                  token_file, pump):
+    """More sessions than are offered at once (64 per worker): the command returns only
+    once every one has moved, and each echoes through the new process afterwards."""
+    p = start_pump_proxy(harness_state, pki, token_file, "auto")
+    socks = []
+    try:
+        n = 1000
+        for _ in range(n):
+            s = connect(SMTP_PUMP, timeout=30)
+            s.sendall(b"ECHO\nx")
+            socks.append(s)
+        for s in socks:
+            assert s.recv(1) == b"x"
+        old = p.pid
+        r = p.upgrade()
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert f"{n} sessions moved, 0 stay" in r.stdout, r.stdout
+        wait_gone(old)
+        for s in socks:
+            s.sendall(b"y")
+            assert s.recv(1) == b"y"
+    finally:
+        for s in socks:
+            s.close()
+        p.stop()
