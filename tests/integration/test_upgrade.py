@@ -874,3 +874,58 @@ def test_a_thousand_sessions_all_move_before_the_command_returns(harness_state, 
         for s in socks:
             s.close()
         p.stop()
+
+
+def test_listeners_and_threads_change_across_upgrades(proxy):
+    """A new configuration may drop a listener (closed after what was queued on it is
+    served), add one (bound by the successor), and change the number of workers (the
+    passed sockets are spread over them; more workers get sockets of their own)."""
+    with open(proxy.config_path) as f:
+        base = f.read()
+    smtp_block = base[base.index("[listener.smtp]"):base.index("[listener.imap]")]
+    changed = os.path.join(proxy.state, "changed.toml")
+    with open(changed, "w") as f:
+        f.write(base.replace(smtp_block, "").replace("threads = 2", "threads = 3") + f"""
+[listener.imap2]
+protocol = "imap"
+bind = ["{PROXY_ADDR}:{EXTRA}"]
+tls = "plain"
+""")
+    s, f1 = imap_login(connect(IMAP))
+    mark = proxy.log_size()
+    r = proxy.upgrade(changed)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "1 sessions moved" in r.stdout, r.stdout
+    # imap kept its two sockets (a third worker got a new one), smtp was not taken
+    line = proxy.wait_log(r"event=upgrade state=committed", since=mark)
+    assert field(line, "listeners_taken") == "4", line  # imap x2, imaps x2
+    with pytest.raises(ConnectionRefusedError):
+        connect(SMTP, timeout=5)
+    for port in (IMAP, EXTRA, IMAP):
+        s2, _ = imap_login(connect(port))
+        s2.close()
+    f1.write(b"a2 NOOP\r\n")
+    f1.flush()
+    assert f1.readline().startswith(b"a2 OK")
+    # back to one worker and the smtp listener: the three sockets of each go to it
+    one = os.path.join(proxy.state, "one.toml")
+    with open(one, "w") as f:
+        f.write(base.replace("threads = 2", "threads = 1"))
+    mark = proxy.log_size()
+    r = proxy.upgrade(one)
+    assert r.returncode == 0, r.stdout + r.stderr
+    line = proxy.wait_log(r"event=upgrade state=committed", since=mark)
+    assert field(line, "listeners_taken") == "6", line  # imap x3, imaps x3
+    with pytest.raises(ConnectionRefusedError):
+        connect(EXTRA, timeout=5)
+    f1.write(b"a3 NOOP\r\n")
+    f1.flush()
+    assert f1.readline().startswith(b"a3 OK")
+    for _ in range(6):  # every socket of the group is served by the one worker
+        s2, _ = imap_login(connect(IMAP))
+        s2.close()
+    smtp = connect(SMTP, timeout=10)
+    assert smtp.recv(100).startswith(b"220")
+    smtp.close()
+    f1.close()
+    s.close()
