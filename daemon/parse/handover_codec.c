@@ -621,7 +621,9 @@ bool ho_decode(const uint8_t *buf, size_t len, unsigned n_fds, struct ho_msg *ou
 			}
 			break;
 		case K_STR:
-			if (!decode_str(v, n, base, f->size))
+			if (n == 0 && f->required)
+				why = "empty%.0lu";
+			else if (!decode_str(v, n, base, f->size))
 				why = n >= f->size ? "%lu bytes: too long"
 				                   : "a control character or NUL (length %lu)";
 			break;

@@ -304,6 +304,11 @@ static void test_refuses_sessions_that_cannot_move(void **state)
 	m.u.session.dir[0].n_pending = sizeof(big);
 	assert_int_equal(ho_encode(&m, buf, sizeof(buf)), 0);
 
+	/* a required string left empty */
+	valid_session(&m);
+	m.u.session.id[0] = '\0';
+	assert_int_equal(ho_encode(&m, buf, sizeof(buf)), 0);
+
 	/* a string with a control character (it would go into the log) */
 	valid_session(&m);
 	strcpy(m.u.session.account, "alice\n@example.org");
