@@ -2,7 +2,8 @@
  * The data path after the login: move bytes between a client leg and a
  * backend leg until either side is done, best path first.
  *
- *   plain <-> plain : splice(2) through a pooled pipe; with data_path =
+ *   plain <-> plain : splice(2) through a pooled pipe that grows for busy
+ *                     directions (pipes.h); with data_path =
  *                     "sockmap", both sockets in the BPF sockmap and the
  *                     verdict program redirects (bounded, experimental:
  *                     see docs/datapath.md)
@@ -116,6 +117,7 @@ struct relay_opts {
 	uint64_t idle_ms; /* tear down after this long without bytes either way; 0 = never */
 	enum data_path_mode mode;    /* per-session cap; DATA_PATH_AUTO = best available */
 	uint32_t kernel_queue_limit; /* sockmap: most bytes queued in the kernel per direction */
+	uint32_t pipe_max;           /* splice: largest pipe one direction grows to (pipes.h) */
 	/* optional: bytes relayed so far each way, stored after every step for
 	 * readers on other threads (the admin API's /sessions) */
 	atomic_uint_fast64_t *live_up, *live_down;

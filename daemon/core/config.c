@@ -409,6 +409,7 @@ static void load_server(struct loader *l, const struct toml_value *root)
 	                                   "group",
 	                                   "kernel_queue_limit",
 	                                   "control_socket",
+	                                   "splice_pipe_max",
 	                                   NULL};
 	static const char *const data_paths[] = {"auto", "sockmap", "splice", "userspace", NULL};
 	const struct toml_value *t = get_table(l, root, "", "server");
@@ -463,6 +464,10 @@ static void load_server(struct loader *l, const struct toml_value *root)
 	 * the sender is stopped (docs/datapath.md) */
 	c->kernel_queue_limit = (uint32_t)get_int(l, t, "server", "kernel_queue_limit", 4 << 20,
 	                                          64 * 1024, 256 << 20);
+	/* splice: a busy direction's pipe grows to this (docs/datapath.md);
+	 * 64 KiB, the kernel's default pipe, turns growing off */
+	c->splice_pipe_max =
+	        (uint32_t)get_int(l, t, "server", "splice_pipe_max", 1 << 20, 64 * 1024, 64 << 20);
 	/* --upgrade finds the running daemon here (docs/upgrade.md) */
 	c->control_socket =
 	        get_str(l, t, "server", "control_socket", "/run/mailsplice/control.sock");

@@ -1104,6 +1104,7 @@ void session_login_succeeded(struct session *s)
 	struct relay_opts opts = {.idle_ms = s->cfg->bridge_idle_ms,
 	                          .mode = s->cfg->data_path,
 	                          .kernel_queue_limit = s->cfg->kernel_queue_limit,
+	                          .pipe_max = s->cfg->splice_pipe_max,
 	                          .live_up = &s->live.bytes_up,
 	                          .live_down = &s->live.bytes_down};
 	s->relay = relay_start(s->w->base, &client, &backend, &opts, relay_done, s);
@@ -1271,6 +1272,7 @@ bool session_adopt(struct worker *w, const struct ho_session *rec, int *fds, pid
 	struct relay_opts opts = {.idle_ms = cfg->bridge_idle_ms,
 	                          .mode = cfg->data_path,
 	                          .kernel_queue_limit = cfg->kernel_queue_limit,
+	                          .pipe_max = cfg->splice_pipe_max,
 	                          .live_up = &s->live.bytes_up,
 	                          .live_down = &s->live.bytes_down};
 	s->relay = relay_adopt(w->base, rec, fds, &opts, relay_done, s, why, whylen);
