@@ -1283,6 +1283,9 @@ int relay_export(struct relay *r, struct ho_session *rec, int *fds, char *why, s
 		snprintf(why, whylen, "ending");
 		return 0;
 	}
+	/* an idle session may not have stepped since its legs went kernel TLS */
+	if (r->c.ssl || r->b.ssl)
+		release_ssl(r);
 	for (int i = 0; i < 2; i++) {
 		struct leg *l = legs[i];
 		if (l->tls && (!l->ktls_rx || !l->ktls_tx)) {
