@@ -929,3 +929,43 @@ tls = "plain"
     smtp.close()
     f1.close()
     s.close()
+
+
+def test_unprivileged_daemon_is_upgraded(harness_state, pki, legacy_stack, token_file):
+    """With [server] user the running daemon has no privilege left; the successor starts
+    as root (as ExecReload= runs it), takes over, and drops to that user too: the
+    control socket and the admin API keep working across two hand-overs."""
+    state = os.path.join(harness_state, "upgrade-user")
+    os.makedirs(state, exist_ok=True)
+    os.chmod(state, 0o755)
+    text = config(pki, legacy_stack, state, token_file).replace(
+        'threads = 2', 'threads = 2\nuser = "nobody"\ngroup = "nogroup"')
+    p = Upgradable(state, "user", text, env={"SSL_CERT_FILE": pki.ca_file})
+    p.ca_file = pki.ca_file
+    p.start()
+    try:
+        assert "event=privileges user=nobody" in p.log_text()
+        s, f = imap_login(connect(IMAP))
+        for tag in (b"a2", b"a3"):
+            old = p.pid
+            r = p.upgrade()
+            assert r.returncode == 0, r.stdout + r.stderr + p.log_text()[-3000:]
+            assert "1 sessions moved" in r.stdout, r.stdout
+            wait_gone(old)
+            with open(f"/proc/{p.pid}/status") as st:
+                uids = next(line for line in st if line.startswith("Uid:")).split()[1:]
+            assert set(uids) == {str(pwd_uid("nobody"))}, uids
+            f.write(tag + b" NOOP\r\n")
+            f.flush()
+            assert f.readline().startswith(tag + b" OK")
+        code, out = admin_get(p, "/sessions?identifier=alice@example.org")
+        assert code == 200 and json.loads(out)["sessions"][0]["moves"] == 2, out
+        f.close()
+        s.close()
+    finally:
+        p.stop()
+
+
+def pwd_uid(name):
+    import pwd
+    return pwd.getpwnam(name).pw_uid
