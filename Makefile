@@ -57,6 +57,9 @@ UNIT_SRCS  := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
 TOOL_SRCS  := $(sort $(wildcard tools/*.c))
 TOOL_BINS  := $(TOOL_SRCS:tools/%.c=$(B)/%)
+# C helpers of the kernel-path tests (tests/kernel): the byte-exact stream checker and
+# the standalone sockmap reproducer (C + BPF, no daemon)
+KTEST_BINS := $(B)/tests/streamcheck
 BENCH_SRCS := $(sort $(wildcard bench/*.c))
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(B)/bench/%)
 
@@ -112,16 +115,28 @@ $(B)/bench/%: bench/%.c $(LIB) $(HDRS)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
 
 # --- tests ---
+$(B)/tests/streamcheck: tests/kernel/streamcheck.c tests/kernel/stream.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -lssl -lcrypto
+
+$(B)/sockmap_repro.bpf.o: tests/kernel/sockmap_repro.bpf.c $(B)/vmlinux.h
+	$(CLANG) -O2 -g -Wall -Werror -target bpf -D__TARGET_ARCH_x86 -I$(B) -c $< -o $@
+	llvm-strip -g $@ 2>/dev/null || true
+
+$(B)/tests/sockmap_repro: tests/kernel/sockmap_repro.c tests/kernel/stream.h $(B)/sockmap_repro.skel.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -lbpf -lpthread
+
 $(B)/tests/%: tests/unit/%.c $(LIB) $(HDRS) tests/unit/unit.h
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS) -lcmocka
 
 unit: all $(UNIT_BINS)
 
-test: all $(UNIT_BINS)
+test: all $(UNIT_BINS) $(KTEST_BINS)
 	@tests/run-all
 
-vmtest: all $(UNIT_BINS)
+vmtest: all $(UNIT_BINS) $(KTEST_BINS)
 	@vmtest/run-matrix
 
 # --- fuzzing: libFuzzer + ASan + UBSan (clang from Debian) ---
@@ -253,7 +268,7 @@ install: all
 		conf/mappings.tsv conf/dovecot-postfix-trust.conf conf/fleet-node1.toml \
 		conf/fleet-node2.toml conf/mailsplice-postgres.sql $(DESTDIR)$(DOCDIR)/examples/
 	install -m 0644 docs/configuration.md docs/admin-api.md docs/datapath.md docs/cutover.md \
-		$(DESTDIR)$(DOCDIR)/
+		docs/upgrade.md $(DESTDIR)$(DOCDIR)/
 	sed -e 's|/usr/sbin/mailspliced|$(SBINDIR)/mailspliced|g' \
 	    -e 's|/etc/mailsplice/|$(SYSCONFDIR)/mailsplice/|g' conf/mailsplice.service \
 		> $(DESTDIR)$(UNITDIR)/mailsplice.service

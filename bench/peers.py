@@ -4,14 +4,22 @@
 One run, one machine, loopback. Peers, all Debian packages started by this script with
 configs in a temporary directory and stopped by pid:
   direct      the client talks to the backend itself: the physical reference
-  haproxy     HAProxy, TCP mode, option splice-auto, send-proxy-v2, TLS terminated
-              for 993 (no login routing: the pure forwarding baseline)
-  nginx       nginx mail proxy (libnginx-mod-mail), auth_http to a responder of ours,
-              plaintext backend legs (nginx mail has none other), xclient for SMTP
+  haproxy-best  HAProxy at its best for bulk TCP: option splice-request and
+              splice-response (splice forced both ways), tune.pipesize 1048576;
+              send-proxy-v2, TLS terminated for 993 (no login routing: the pure
+              forwarding baseline)
+  haproxy     the same as shipped in this benchmark before: option splice-auto (which
+              made no splice call at all on HAProxy 2.6 here)
+  nginx-best  nginx mail proxy (libnginx-mod-mail) with proxy_buffer 64k, auth_http to a
+              responder of ours, plaintext backend legs (nginx mail has none other),
+              xclient for SMTP
+  nginx       the same with the shipped proxy_buffer (one page)
   dovecot     Dovecot 2.3 login processes as a proxy (passdb static proxy=y), IMAP only
-              here, high-performance login mode (service_count = 0)
-  ms-<path>   mailsplice with data_path = userspace | splice | sockmap (kTLS where the
-              kernel has it; the start-up line says, and the table header repeats it)
+              here, in the documented high-performance mode (service_count = 0)
+  dovecot-shipped  the same as shipped: a login process per connection (not for idle)
+  ms-<path>   mailsplice with data_path = auto (the default) | userspace | splice |
+              sockmap (kTLS where the kernel has it; the start-up line says, and the
+              table header repeats it)
 
 The backend is bench/peers_backend.py, a minimal protocol-correct IMAP/SMTP responder of
 ours, because Dovecot and Postfix themselves would be the bottleneck (an imap process per
@@ -29,6 +37,10 @@ Workloads (numbers, never pass/fail; this machine is shared and noisy):
               2 client processes, 3 runs of 5 s) and whole-machine CPU-ms per login
   idle        N logged-in idle TLS IMAP sessions: proxy RSS and kernel slab per session,
               proxy CPU while idle (the container's descriptor limit caps N; printed)
+  counts      with fetch and data: the proxy's system calls and wake-ups per GiB
+              (perf stat on its threads, one more paced run each)
+
+MS_PORT_OFFSET moves every port (backend 29100+, peers 29200+).
 
 Output: one markdown table per workload with medians, the spread (min-max) and the
 ratios to the best non-mailsplice peer and to direct; written with the machine and
@@ -37,7 +49,7 @@ kernel description to bench/results/peers-<time>/, with a PNG chart per workload
 
     make bench-peers                 (the whole run, about 25 minutes on 2 CPUs)
     bench/peers.py --quick           (a smoke test: small sizes, one run each)
-    bench/peers.py --peers direct,nginx,ms-splice --workloads fetch,noop
+    bench/peers.py --peers direct,haproxy-best,ms-auto --workloads fetch,data
 """
 
 import argparse
@@ -65,8 +77,11 @@ from tests.harness.pki import Pki  # noqa: E402
 from tests.harness.proxy import CLIENT_ADDR, PROXY_ADDR, Proxy  # noqa: E402
 
 BACKEND_HOST = "127.0.0.7"
-BACKEND_BASE = 29100
-PEER_BASE = 29200  # peer i listens on PEER_BASE + 10 * i + (0 imap, 1 imaps, 2 sub, 3 smtp)
+# MS_PORT_OFFSET moves every port, so that runs of several engineers on one machine
+# do not collide
+PORT_OFFSET = int(os.environ.get("MS_PORT_OFFSET", "0"))
+BACKEND_BASE = 29100 + PORT_OFFSET
+PEER_BASE = 29200 + PORT_OFFSET  # peer i: PEER_BASE + 10 * i + (0 imap, 1 imaps, 2 sub, 3 smtp)
 MIB = 1 << 20
 GIB = 1 << 30
 USER, PASSWORD = b"bench@example.com", b"bench-password"
@@ -175,6 +190,63 @@ def tree_rss_bytes(pids):
         except (OSError, IndexError):
             pass
     return t
+
+
+class PerfStat:
+    """System calls and wake-ups of a peer's processes (every thread) while a workload
+    runs: `perf stat` on raw_syscalls:sys_enter, epoll_wait/epoll_pwait entries (one per
+    turn of an event loop: a wake-up) and context switches. Counts mean the same on a
+    loaded machine and inside an emulated guest, unlike times. None when perf is
+    missing or refuses (then the table says n/a)."""
+
+    EVENTS = ["raw_syscalls:sys_enter", "syscalls:sys_enter_epoll_wait",
+              "syscalls:sys_enter_epoll_pwait", "context-switches"]
+
+    def __init__(self, pids):
+        self.pids = pids
+        self.proc = None
+        self.out = None
+
+    def __enter__(self):
+        if not self.pids or not shutil.which("perf"):
+            return self
+        fd, self.out = tempfile.mkstemp(prefix="perf-", suffix=".csv")
+        os.close(fd)
+        self.proc = subprocess.Popen(
+            ["perf", "stat", "-x", ",", "-o", self.out, "-e", ",".join(self.EVENTS),
+             "-p", ",".join(str(p) for p in self.pids)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)  # attached before the first byte
+        return self
+
+    def __exit__(self, *exc):
+        if not self.proc:
+            return False
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.counts = {}
+        try:
+            with open(self.out) as f:
+                for line in f:
+                    v = line.strip().split(",")
+                    if len(v) >= 3 and v[0].replace(".", "").isdigit():
+                        self.counts[v[2]] = float(v[0])
+        finally:
+            os.unlink(self.out)
+        return False
+
+    def per_gib(self, moved):
+        c = getattr(self, "counts", None)
+        if not c or "raw_syscalls:sys_enter" not in c:
+            return None, None
+        wakeups = (c.get("syscalls:sys_enter_epoll_wait", 0) +
+                   c.get("syscalls:sys_enter_epoll_pwait", 0))
+        gib = moved / GIB
+        return c["raw_syscalls:sys_enter"] / gib, wakeups / gib
 
 
 # ---------------------------------------------------------------- clients
@@ -369,7 +441,13 @@ class Listening(Peer):
 
 
 class HAProxy(Listening):
+    """As shipped in this benchmark so far: `option splice-auto`, which on HAProxy 2.6
+    made no splice call at all here (16 KiB recvfrom/sendto, issue 22)."""
+
     name = "haproxy"
+    SPLICE = "    option splice-auto\n"
+    TUNE = ""
+    WHAT = "TCP mode, splice-auto"
 
     def start(self):
         pem = os.path.join(self.dir, "haproxy.pem")
@@ -384,13 +462,12 @@ class HAProxy(Listening):
     maxpipes 200
     nbthread {os.cpu_count()}
     ssl-default-bind-options ssl-min-ver TLSv1.3
-defaults
+{self.TUNE}defaults
     mode tcp
     timeout connect 5s
     timeout client 1h
     timeout server 1h
-    option splice-auto
-frontend imap
+{self.SPLICE}frontend imap
     bind {PROXY_ADDR}:{self.port}
     default_backend imap
 frontend imaps
@@ -411,13 +488,29 @@ backend smtp
         with open(path, "w") as f:
             f.write(cfg)
         version = subprocess.run(["haproxy", "-v"], capture_output=True, text=True).stdout
-        self.describe = version.splitlines()[0].split(" - ")[0] + ", TCP mode, splice-auto"
+        self.describe = version.splitlines()[0].split(" - ")[0] + ", " + self.WHAT
         self._spawn(["haproxy", "-db", "-f", path], self.port)
 
 
+class HAProxyBest(HAProxy):
+    """HAProxy at its best for bulk TCP: splice forced both ways (configuration manual,
+    `option splice-request` / `option splice-response`) with 1 MiB pipes
+    (`tune.pipesize`); it splices only plain legs, TLS stays in OpenSSL."""
+
+    name = "haproxy-best"
+    SPLICE = "    option splice-request\n    option splice-response\n"
+    TUNE = "    tune.pipesize 1048576\n"
+    WHAT = "TCP mode, splice-request + splice-response, tune.pipesize 1048576"
+
+
 class Nginx(Listening):
+    """nginx mail as shipped: proxy_buffer is one page (4 KiB here), so every 4 KiB
+    costs a read and a write."""
+
     name = "nginx"
     MODULE = "/usr/lib/nginx/modules/ngx_mail_module.so"
+    BUFFER = ""
+    WHAT = "mail"
 
     def start(self):
         d = self.dir
@@ -440,7 +533,7 @@ mail {{
     imap_auth plain login;
     smtp_capabilities PIPELINING 8BITMIME "SIZE 0";
     xclient on;
-    server {{ listen {PROXY_ADDR}:{self.port}; protocol imap; }}
+{self.BUFFER}    server {{ listen {PROXY_ADDR}:{self.port}; protocol imap; }}
     server {{ listen {PROXY_ADDR}:{self.port + 1} ssl; protocol imap; }}
     server {{ listen {PROXY_ADDR}:{self.port + 2}; protocol smtp; smtp_auth plain login; }}
     server {{ listen {PROXY_ADDR}:{self.port + 3}; protocol smtp; smtp_auth none; }}
@@ -450,12 +543,30 @@ mail {{
         with open(path, "w") as f:
             f.write(cfg)
         v = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
-        self.describe = v.split(": ", 1)[-1] + f" mail, {os.cpu_count()} workers"
+        self.describe = v.split(": ", 1)[-1] + f" {self.WHAT}, {os.cpu_count()} workers"
         self._spawn(["nginx", "-p", d, "-c", path], self.port)
 
 
+class NginxBest(Nginx):
+    """nginx mail with the one documented knob for bulk bytes, ngx_mail_proxy_module's
+    `proxy_buffer` (two per session, allocated at the hand-over): 64 KiB, what one
+    loopback read delivers at most, instead of one page."""
+
+    name = "nginx-best"
+    BUFFER = "    proxy_buffer 64k;\n"
+    WHAT = "mail, proxy_buffer 64k"
+
+
 class Dovecot(Listening):
+    """Dovecot's login processes at their documented best for many proxied sessions:
+    high-performance mode (service_count = 0, process_min_avail = CPUs)."""
+
     name = "dovecot"
+    SERVICE = f"""  service_count = 0
+  process_min_avail = {os.cpu_count()}
+  client_limit = 9900
+"""
+    WHAT = "login proxy, high-performance mode"
 
     def __init__(self, *a):
         super().__init__(*a)
@@ -495,17 +606,26 @@ service imap-login {{
     port = {self.port + 1}
     ssl = yes
   }}
-  service_count = 0
-  process_min_avail = {os.cpu_count()}
-  client_limit = 9900
-}}
+{self.SERVICE}}}
 """
         path = os.path.join(d, "dovecot.conf")
         with open(path, "w") as f:
             f.write(cfg)
         v = subprocess.run(["dovecot", "--version"], capture_output=True, text=True).stdout
-        self.describe = f"Dovecot {v.split()[0]} login proxy, high-performance mode"
+        self.describe = f"Dovecot {v.split()[0]} {self.WHAT}"
         self._spawn(["dovecot", "-F", "-c", path], self.port)
+
+
+class DovecotShipped(Dovecot):
+    """Dovecot as shipped: high-security mode, one login process per connection
+    (service_count = 1). Not run for the idle workload: thousands of processes."""
+
+    name = "dovecot-shipped"
+    SERVICE = """  service_count = 1
+  process_limit = 1000
+"""
+    WHAT = "login proxy, as shipped (high-security mode, a process per connection)"
+    skip = {"idle": "one login process per idle session"}
 
 
 class Mailsplice(Listening):
@@ -605,22 +725,27 @@ max_connections = 40000
 
 # ---------------------------------------------------------------- workloads
 
-def fetch_cpu(peer, shared, tls, total, rate):
+def fetch_cpu(peer, shared, tls, total, rate, counts=False):
     """Busy CPU-s per GiB moved while FETCHing `total` bytes at `rate` bytes/s, and the
-    proxy processes' own CPU-s per GiB."""
+    proxy processes' own CPU-s per GiB; with counts, a separate run under perf stat
+    (its tracing would cost CPU): (syscalls per GiB, wake-ups per GiB)."""
     shared.msg_size.value = 64 * MIB
     shared.rate.value = rate
     c = Imap(peer.imaps if tls else peer.imap, tls)
     c.login()
     c.cmd(b"SELECT INBOX")
     pids = peer.pids()
-    j0, p0 = busy_jiffies(), tree_cpu_seconds(pids)
-    moved = 0
-    while moved < total:
-        moved += c.fetch()
-    j1, p1 = busy_jiffies(), tree_cpu_seconds(pids)
+    perf = PerfStat(pids if counts else [])
+    with perf:
+        j0, p0 = busy_jiffies(), tree_cpu_seconds(pids)
+        moved = 0
+        while moved < total:
+            moved += c.fetch()
+        j1, p1 = busy_jiffies(), tree_cpu_seconds(pids)
     c.close()
     shared.rate.value = 0
+    if counts:
+        return perf.per_gib(moved)
     return (j1 - j0) / HZ / (moved / GIB), (p1 - p0) / (moved / GIB)
 
 
@@ -637,16 +762,20 @@ def fetch_throughput(peer, shared, tls, size):
     return size / dt / MIB
 
 
-def data_cpu(peer, target, auth, total, rate):
+def data_cpu(peer, target, auth, total, rate, counts=False):
     c = Smtp(target, auth)
     pids = peer.pids()
-    j0, p0 = busy_jiffies(), tree_cpu_seconds(pids)
-    moved = 0
-    while moved < total:
-        c.message(64 * MIB, rate)
-        moved += 64 * MIB
-    j1, p1 = busy_jiffies(), tree_cpu_seconds(pids)
+    perf = PerfStat(pids if counts else [])
+    with perf:
+        j0, p0 = busy_jiffies(), tree_cpu_seconds(pids)
+        moved = 0
+        while moved < total:
+            c.message(64 * MIB, rate)
+            moved += 64 * MIB
+        j1, p1 = busy_jiffies(), tree_cpu_seconds(pids)
     c.close()
+    if counts:
+        return perf.per_gib(moved)
     return (j1 - j0) / HZ / (moved / GIB), (p1 - p0) / (moved / GIB)
 
 
@@ -859,7 +988,7 @@ plot "{dat}" using 1:3:xtic(2) with boxes notitle, \\
 
 # ---------------------------------------------------------------- main
 
-def machine_description(peers):
+def machine_description(peers, load_start):
     cpu = "?"
     with open("/proc/cpuinfo") as f:
         for line in f:
@@ -873,6 +1002,8 @@ def machine_description(peers):
              f"- kernel: {platform.release()} ({platform.version()})",
              f"- CPU: {cpu}, {os.cpu_count()} CPUs; memory {mem} MiB",
              f"- descriptor limit: {resource.getrlimit(resource.RLIMIT_NOFILE)[1]}",
+             "- load average (1/5/15 min) at the start: %.2f %.2f %.2f, at the end: %.2f %.2f "
+             "%.2f (other engineers' jobs share this machine)" % (load_start + os.getloadavg()),
              "- everything on loopback: client 127.0.0.5, proxies 127.0.0.4, backend 127.0.0.7",
              "- backend: bench/peers_backend.py (ours; Dovecot/Postfix would be the bottleneck)"]
     for p in peers:
@@ -883,8 +1014,8 @@ def machine_description(peers):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, one run each")
-    ap.add_argument("--peers", default="direct,haproxy,nginx,dovecot,ms-userspace,ms-splice,"
-                    "ms-sockmap")
+    ap.add_argument("--peers", default="direct,haproxy-best,haproxy,nginx-best,nginx,dovecot,"
+                    "dovecot-shipped,ms-auto,ms-userspace,ms-sockmap")
     ap.add_argument("--workloads", default="fetch,data,noop,logins,idle")
     ap.add_argument("--rate", type=int, default=200, help="offered load for CPU runs, MB/s")
     ap.add_argument("--idle", type=int, default=9000, help="idle sessions (capped by fds)")
@@ -912,7 +1043,9 @@ def main():
     ctx = multiprocessing.get_context("fork")
     backend, shared = pb.start(ctx, BACKEND_HOST, BACKEND_BASE, cert, key)
 
-    kinds = {"direct": Direct, "haproxy": HAProxy, "nginx": Nginx, "dovecot": Dovecot}
+    kinds = {"direct": Direct, "haproxy": HAProxy, "haproxy-best": HAProxyBest,
+             "nginx": Nginx, "nginx-best": NginxBest, "dovecot": Dovecot,
+             "dovecot-shipped": DovecotShipped}
     peers = []
     for i, name in enumerate(a.peers.split(",")):
         if name.startswith("ms-"):
@@ -940,7 +1073,22 @@ def main():
                     ("pcpu_sub", "proxy CPU-s/GiB submission", "low", "%.2f"),
                     ("thr_sub", "MiB/s submission", "high", "%.0f"),
                     ("cpu_25", "fwd CPU-s/GiB port 25", "low", "%.2f"),
+                    ("pcpu_25", "proxy CPU-s/GiB port 25", "low", "%.2f"),
                     ("thr_25", "MiB/s port 25", "high", "%.0f")])
+    t_counts = Table("System calls and wake-ups of the proxy per GiB",
+                     f"perf stat on every thread of the proxy's processes during one more "
+                     f"paced run of each bulk workload ({a.rate} MB/s, separate from the CPU "
+                     "runs: tracing costs CPU). syscalls = raw_syscalls:sys_enter; wake-ups "
+                     "= epoll_wait + epoll_pwait entries, one per turn of an event loop. "
+                     "Counts, unlike times, do not depend on the machine's load.",
+                     [("sys_fetch", "syscalls/GiB FETCH", "low", "%.0f"),
+                      ("wake_fetch", "wake-ups/GiB FETCH", "low", "%.0f"),
+                      ("sys_fetch_tls", "syscalls/GiB FETCH TLS", "low", "%.0f"),
+                      ("wake_fetch_tls", "wake-ups/GiB FETCH TLS", "low", "%.0f"),
+                      ("sys_sub", "syscalls/GiB DATA", "low", "%.0f"),
+                      ("wake_sub", "wake-ups/GiB DATA", "low", "%.0f"),
+                      ("sys_25", "syscalls/GiB port 25", "low", "%.0f"),
+                      ("wake_25", "wake-ups/GiB port 25", "low", "%.0f")])
     t_noop = Table("Small messages: IMAP NOOP round trips after login (µs)",
                    f"{pings} NOOPs per run after 100 warm-up; median over runs of each "
                    "percentile (lower is better).",
@@ -968,6 +1116,7 @@ def main():
     print(f"bench/peers.py: kernel {platform.release()}, {os.cpu_count()} CPUs, "
           f"state in {state}", flush=True)
     t_start = time.monotonic()
+    load_start = os.getloadavg()
     try:
         for peer in peers:
             try:
@@ -977,11 +1126,13 @@ def main():
                 peer.describe = f"not measured: {str(e).splitlines()[0]}"
                 peer.stop()
                 continue
+            load = os.getloadavg()
+            peer.describe += f" [load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at its start]"
             print(f"  {peer.name}: {peer.describe}", flush=True)
             try:
                 run_peer(peer, shared, workloads, t_fetch, t_data, t_noop, t_login, t_idle,
-                         cpu_total, flow, runs_thr, runs_cpu, pings, runs_rtt, login_s,
-                         runs_login, rate, idle_n)
+                         t_counts, cpu_total, flow, runs_thr, runs_cpu, pings, runs_rtt,
+                         login_s, runs_login, rate, idle_n)
             except Exception as e:
                 print(f"  {peer.name}: stopped by {type(e).__name__}: {e}", flush=True)
             finally:
@@ -1006,17 +1157,20 @@ def main():
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M")
     outdir = os.path.join(a.out, f"peers-{stamp}{'-quick' if q else ''}")
     os.makedirs(outdir, exist_ok=True)
-    desc = machine_description(peers)
+    desc = machine_description(peers, load_start)
     parts = [f"# mailsplice vs peers, {stamp}", "", desc, "",
              f"Run time {time.monotonic() - t_start:.0f} s. Numbers, never pass/fail; the "
              "machine is shared: differences below ~20 % need a second run.", ""]
     charts = [(t_fetch, "fetch", "thr", "MiB/s plain"),
               (t_fetch, "fetch-cpu", "cpu", "fwd CPU-s/GiB plain"),
               (t_data, "data", "thr_sub", "MiB/s submission"),
+              (t_data, "data-cpu", "pcpu_sub", "proxy CPU-s/GiB submission"),
+              (t_fetch, "fetch-proxy-cpu", "pcpu", "proxy CPU-s/GiB FETCH plain"),
+              (t_counts, "syscalls", "sys_fetch", "syscalls/GiB FETCH plain"),
               (t_noop, "noop", "p50", "p50 µs"),
               (t_login, "logins", "rate", "logins/s"),
               (t_idle, "idle", "rss", "proxy RSS B/session")]
-    for t in (t_fetch, t_data, t_noop, t_login, t_idle):
+    for t in (t_fetch, t_data, t_counts, t_noop, t_login, t_idle):
         if t.rows:
             parts.append(t.markdown())
     for t, name, key, label in charts:
@@ -1030,24 +1184,34 @@ def main():
     print(f"written to {outdir}")
 
 
-def run_peer(peer, shared, workloads, t_fetch, t_data, t_noop, t_login, t_idle, cpu_total,
-             flow, runs_thr, runs_cpu, pings, runs_rtt, login_s, runs_login, rate, idle_n):
+def run_peer(peer, shared, workloads, t_fetch, t_data, t_noop, t_login, t_idle, t_counts,
+             cpu_total, flow, runs_thr, runs_cpu, pings, runs_rtt, login_s, runs_login, rate,
+             idle_n):
     name = peer.name
+    skip = getattr(peer, "skip", {})
+    for w in workloads:
+        if w in skip:
+            print(f"    {w}: not run for {name}: {skip[w]}", flush=True)
+    workloads = [w for w in workloads if w not in skip]
     if "fetch" in workloads:
-        for tls, ck, pk, tk in ((False, "cpu", "pcpu", "thr"),
-                                (True, "cpu_tls", "pcpu_tls", "thr_tls")):
+        for tls, ck, pk, tk, sk in ((False, "cpu", "pcpu", "thr", "fetch"),
+                                    (True, "cpu_tls", "pcpu_tls", "thr_tls", "fetch_tls")):
             if (peer.imaps if tls else peer.imap) is None:
                 continue
             cpus = [fetch_cpu(peer, shared, tls, cpu_total, rate) for _ in range(runs_cpu)]
             t_fetch.add(name, ck, [c[0] for c in cpus])
             if pk:
                 t_fetch.add(name, pk, [c[1] for c in cpus] if peer.pids() else [None])
+            sys_gib, wake_gib = fetch_cpu(peer, shared, tls, cpu_total, rate, counts=True)
+            t_counts.add(name, "sys_" + sk, [sys_gib])
+            t_counts.add(name, "wake_" + sk, [wake_gib])
             t_fetch.add(name, tk, [fetch_throughput(peer, shared, tls, flow)
                                    for _ in range(runs_thr)])
         print("    fetch done", flush=True)
     if "data" in workloads:
-        for target, auth, ck, pk, tk in ((peer.submission, True, "cpu_sub", "pcpu_sub", "thr_sub"),
-                                         (peer.smtp25, False, "cpu_25", None, "thr_25")):
+        for target, auth, ck, pk, tk, sk in (
+                (peer.submission, True, "cpu_sub", "pcpu_sub", "thr_sub", "sub"),
+                (peer.smtp25, False, "cpu_25", "pcpu_25", "thr_25", "25")):
             if target is None:
                 t_data.add(name, ck, [None])
                 continue
@@ -1055,6 +1219,9 @@ def run_peer(peer, shared, workloads, t_fetch, t_data, t_noop, t_login, t_idle, 
             t_data.add(name, ck, [c[0] for c in cpus])
             if pk:
                 t_data.add(name, pk, [c[1] for c in cpus] if peer.pids() else [None])
+            sys_gib, wake_gib = data_cpu(peer, target, auth, cpu_total, rate, counts=True)
+            t_counts.add(name, "sys_" + sk, [sys_gib])
+            t_counts.add(name, "wake_" + sk, [wake_gib])
             t_data.add(name, tk, [data_throughput(target, auth, flow) for _ in range(runs_thr)])
         print("    data done", flush=True)
     if "noop" in workloads:

@@ -35,4 +35,11 @@ bool admin_start(struct event_base *base, const struct config *cfg, struct route
 /* Stop accepting admin requests (shutdown). Safe to call twice. */
 void admin_stop(void);
 
+/* Hand-over (docs/upgrade.md): the predecessor's listening socket, used by
+ * the next admin_start if it is on [admin] bind (closed otherwise). */
+void admin_inherit_listener(int fd);
+bool admin_inherited_used(void);
+/* The listening socket, -1 when the API is not running. */
+int admin_listen_fd(void);
+
 #endif

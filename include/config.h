@@ -177,7 +177,11 @@ struct config {
 	size_t max_line_length;
 	size_t max_literal_size;
 	uint32_t kernel_queue_limit; /* bytes per direction (sockmap) */
+	uint32_t splice_pipe_max;    /* bytes: the largest pipe a direction grows to */
 	char *user, *group;
+	/* Unix socket a successor connects to for the hand-over (--upgrade);
+	 * "" = none (docs/upgrade.md) */
+	char *control_socket;
 
 	/* [tls.*] */
 	struct cfg_cert *certs;

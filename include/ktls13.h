@@ -11,7 +11,7 @@
  * After ktls13_install_rx() succeeds OpenSSL must never read from that
  * SSL again: records the kernel does not decrypt as application data
  * (alerts, NewSessionTicket, KeyUpdate) reach the caller as control
- * records, see ktls13_control_record().
+ * records, see ktls_read_record() in ktls.h.
  */
 #ifndef MAILSPLICE_KTLS13_H
 #define MAILSPLICE_KTLS13_H
@@ -34,18 +34,5 @@ bool ktls13_install_rx(SSL *ssl, int fd, char *why, size_t whylen);
  * digest "SHA256" or "SHA384". Exposed for the unit test. */
 bool ktls13_expand_label(const char *digest, const uint8_t *secret, size_t secret_len,
                          const char *label, uint8_t *out, size_t out_len);
-
-enum ktls13_record {
-	KTLS13_AGAIN,   /* nothing to read yet */
-	KTLS13_DATA,    /* application data: *n bytes in buf */
-	KTLS13_IGNORED, /* a post-handshake message we may drop (NewSessionTicket) */
-	KTLS13_CLOSE,   /* close_notify */
-	KTLS13_FATAL,   /* an alert, a KeyUpdate, a reset: why says which */
-};
-
-/* Read one record the kernel refused to splice (not application data)
- * from a socket with our TLS_RX, and say what it was. */
-enum ktls13_record ktls13_control_record(int fd, uint8_t *buf, size_t cap, size_t *n, char *why,
-                                         size_t whylen);
 
 #endif

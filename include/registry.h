@@ -37,6 +37,9 @@ struct live_session {
 	uint64_t started_ms; /* wall clock, ms since epoch */
 	/* bytes relayed each way, published by the relay (no lock needed) */
 	atomic_uint_fast64_t bytes_up, bytes_down;
+	uint32_t moves; /* times handed over to a new process */
+	int pid;        /* the process holding it if not this one (draining after an
+	                   upgrade, docs/upgrade.md), else 0 */
 
 	struct live_session *prev, *next;
 };
@@ -52,6 +55,8 @@ size_t registry_kick(const char *account, const char *destination);
 /* The same for the sessions that are not on destination (a move): those
  * still logging in, whose destination is not known yet, included. */
 size_t registry_kick_except(const char *account, const char *destination);
+/* Post a kick to the session with this id (logs and announcements). */
+bool registry_kick_id(const char *session_id);
 size_t registry_count(void);
 /* Live sessions, and how many of them are relayed (for the service
  * manager's status line: one walk of the list under the lock). */

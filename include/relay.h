@@ -2,7 +2,8 @@
  * The data path after the login: move bytes between a client leg and a
  * backend leg until either side is done, best path first.
  *
- *   plain <-> plain : splice(2) through a pooled pipe; with data_path =
+ *   plain <-> plain : splice(2) through a pooled pipe that grows for busy
+ *                     directions (pipes.h); with data_path =
  *                     "sockmap", both sockets in the BPF sockmap and the
  *                     verdict program redirects (bounded, experimental:
  *                     see docs/datapath.md)
@@ -67,6 +68,23 @@ bool sockmap_pair_add(struct sockmap_pair *p, int fd_a, int fd_b, uint32_t limit
 void sockmap_pair_remove(struct sockmap_pair *p);
 size_t sockmap_slots_in_use(void);
 
+/* Hand-over (docs/upgrade.md). The predecessor: the four descriptors a
+ * successor needs to keep using this sockhash (program, sockhash, slot map,
+ * slot array), false if none is loaded; after datapath_sockmap_freeze() no
+ * new pair joins the map here (logins that finish splice instead). */
+bool datapath_sockmap_fds(int out[4]);
+void datapath_sockmap_freeze(void);
+/* The successor: use the predecessor's maps instead of its own (takes the
+ * descriptors on success). */
+bool datapath_adopt_sockmap(const int fds[4], uint32_t dir_size, uint32_t max_sockets, char *err,
+                            size_t errlen);
+/* A pair the predecessor put in the map: fd_a/fd_b must be the sockets in
+ * slots[0]/slots[1]. */
+bool sockmap_pair_adopt(struct sockmap_pair *p, int fd_a, int fd_b, const uint32_t slots[2],
+                        char *err, size_t errlen);
+/* Drop the record of a pair without touching the map. */
+void sockmap_pair_forget(struct sockmap_pair *p);
+
 struct relay_leg {
 	int fd;                   /* connected TCP socket, non-blocking; relay owns it */
 	SSL *ssl;                 /* NULL for plain; handshake done; relay owns it */
@@ -99,6 +117,7 @@ struct relay_opts {
 	uint64_t idle_ms; /* tear down after this long without bytes either way; 0 = never */
 	enum data_path_mode mode;    /* per-session cap; DATA_PATH_AUTO = best available */
 	uint32_t kernel_queue_limit; /* sockmap: most bytes queued in the kernel per direction */
+	uint32_t pipe_max;           /* splice: largest pipe one direction grows to (pipes.h) */
 	/* optional: bytes relayed so far each way, stored after every step for
 	 * readers on other threads (the admin API's /sessions) */
 	atomic_uint_fast64_t *live_up, *live_down;
@@ -118,5 +137,23 @@ void relay_stop(struct relay *r, enum relay_end end);
 
 /* Live counters (may lag for kernel paths). */
 void relay_peek(const struct relay *r, struct relay_stats *st);
+
+/* ---- hand-over to a successor process (docs/upgrade.md) ---- */
+
+struct ho_session;
+/* Stop touching the sockets and describe the relay in rec->leg/dir and
+ * fds (client, backend, pipes): 1. Not movable now (0) or ever (-1): why
+ * says; the relay carries on untouched. Call from base. */
+int relay_export(struct relay *r, struct ho_session *rec, int *fds, char *why, size_t whylen);
+/* The successor refused it: carry on. */
+void relay_export_resume(struct relay *r);
+/* The successor has it: free r and drop this process's descriptors without
+ * a FIN, a reset or a map update; no done callback. */
+void relay_export_release(struct relay *r);
+/* Resume a relay a predecessor exported, on the same data path. Takes the
+ * descriptors on success only. */
+struct relay *relay_adopt(struct event_base *base, const struct ho_session *rec, const int *fds,
+                          const struct relay_opts *opts, relay_done_cb done, void *arg, char *why,
+                          size_t whylen);
 
 #endif

@@ -13,6 +13,8 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
 
 #include <event2/event.h>
 #include <openssl/ssl.h>
@@ -62,7 +64,30 @@ struct server {
 	size_t n_workers;
 	atomic_bool draining;
 	atomic_size_t active;
+	/* every listening socket, in the order a hand-over numbers them */
+	struct server_listen *listen;
+	size_t n_listen;
 };
+
+/* One listening socket of a worker (read-only after server_init). */
+struct server_listen {
+	int fd;
+	size_t worker;
+	size_t listener; /* index in cfg->listeners */
+	size_t bind;     /* index in its binds */
+};
+
+/* A listening socket received from the process this one replaces
+ * (docs/upgrade.md): server_init adopts every one whose address a
+ * configured bind has, instead of binding that address again, and marks
+ * it taken (the fd is then the server's). */
+struct inherited_listener {
+	int fd;
+	uint32_t index; /* the predecessor's number for it */
+	struct sockaddr_storage addr;
+	bool taken;
+};
+void server_inherit_listeners(struct inherited_listener *l, size_t n);
 
 /* Build contexts and bind every listener (per worker). err names the
  * listener and address on failure. */
@@ -72,6 +97,11 @@ void server_command(struct server *srv, enum worker_cmd cmd);
 void server_join(struct server *srv);
 void server_free(struct server *srv);
 
+/* A successor took over: stop accepting. taken[i] (i < n) says whether it
+ * adopted listening socket i (srv->listen[i]); a socket it did not take
+ * (its bind is gone from the new configuration) is drained first: what is
+ * already queued on it is accepted and served here. Main thread. */
+void server_handover_listeners(struct server *srv, const bool *taken, size_t n);
 /* Called by the session code */
 void worker_session_added(struct worker *w, struct session *s);
 void worker_session_removed(struct worker *w, struct session *s);

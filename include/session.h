@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #include "announce.h"
 #include "config.h"
@@ -150,6 +151,15 @@ struct session {
 	uint64_t bytes_up, bytes_down;
 	const char *path_up, *path_down;
 
+	/* hand-over to a successor process (docs/upgrade.md) */
+	uint32_t moves;                    /* times this session changed process */
+	uint64_t carried_up, carried_down; /* bytes counted by the processes before */
+	bool moving;                       /* offered to the successor, answer pending */
+	bool moved_away;                   /* the successor has it: end here silently */
+	bool kick_pending;                 /* a kick that arrived while moving */
+	bool move_refused;                 /* the successor said no: not offered again */
+	bool drain_noted;                  /* logged once as staying here */
+
 	struct session *prev, *next; /* the worker's list */
 };
 
@@ -233,5 +243,20 @@ void session_backend_wait(struct session *s, bool waiting);
 /* Show account, destination and state (e.g. "request", "keepalive") in
  * GET /sessions; bytes_up/bytes_down are published as the live counters. */
 void session_publish(struct session *s, const char *state);
+/* ---- hand-over to a successor process (docs/upgrade.md), worker thread ---- */
+
+struct ho_session;
+/* Offer s: 1 = quiesced and described in rec and fds (client, backend,
+ * pipes; the session keeps its own copies), answer with
+ * session_export_done; 0 = not now (why says: a login in progress, bytes
+ * that cannot be flushed yet); -1 = never (TLS in OpenSSL). */
+int session_export(struct session *s, struct ho_session *rec, int *fds, char *why, size_t whylen);
+/* The successor adopted s (it ends here without a word to either peer) or
+ * refused it (it carries on here). */
+void session_export_done(struct session *s, bool adopted, const char *detail);
+/* Resume a session a predecessor passed on, on the same data path; takes
+ * fds on success only. */
+bool session_adopt(struct worker *w, const struct ho_session *rec, int *fds, pid_t from, char *why,
+                   size_t whylen);
 
 #endif

@@ -358,3 +358,47 @@ vmtest_build_initrd() {
 	rm -rf -- "$t"
 	mv -- "$out.tmp" "$out"
 }
+
+# vmtest_kvm_works KERNEL_IMAGE: true when KVM can boot that kernel here. /dev/kvm can
+# exist and not work: under nested virtualisation QEMU -cpu host aborts at once ("failed
+# to set MSR 0x10a", IA32_ARCH_CAPABILITIES), and a CPU model without that MSR booted a
+# boot sector but hung in the kernel. So the probe is a real boot of KERNEL_IMAGE, with
+# no initramfs: a kernel that gets to the end of its boot panics with "VFS: Unable to
+# mount root fs" (panic=-1 makes QEMU exit). Well under a second under KVM; cut off after
+# 20 s. The answer is remembered in cache/kvm-probe for this boot of the host, this QEMU
+# and this kernel image. On false, VMTEST_REASON says what happened.
+vmtest_kvm_works() {
+	local image=$1 key line out rc con
+	key=$({
+		cat /proc/sys/kernel/random/boot_id
+		stat -Lc '%n %s %Y' "$(command -v qemu-system-x86_64)" "$image" /dev/kvm
+	} 2>/dev/null | sha256sum | cut -c1-16)
+	mkdir -p "$VMTEST_CACHE"
+	line=$(grep -m1 -F -e "$key " "$VMTEST_CACHE/kvm-probe" 2>/dev/null || true)
+	if [[ -n $line ]]; then
+		VMTEST_REASON=${line#"$key "}
+		VMTEST_REASON=${VMTEST_REASON#* }
+		[[ $line == "$key yes "* ]]
+		return
+	fi
+	con=$(mktemp "${TMPDIR:-/tmp}/vmtest-kvm.XXXXXX")
+	rc=0
+	out=$(timeout -k 2 20 qemu-system-x86_64 -machine pc,accel=kvm -cpu host -smp 1 -m 256M \
+		-nodefaults -no-user-config -display none -no-reboot -kernel "$image" \
+		-append "console=ttyS0 loglevel=3 panic=-1" -chardev "file,id=con,path=$con" \
+		-serial chardev:con </dev/null 2>&1) || rc=$?
+	local verdict=no
+	if grep -q 'Unable to mount root fs' "$con"; then
+		verdict=yes VMTEST_REASON="booted the kernel under KVM"
+	elif ((rc == 124 || rc == 137)); then
+		VMTEST_REASON="a trivial KVM boot did not finish within 20 s"
+	else
+		VMTEST_REASON="a trivial KVM boot failed (qemu status $rc: $(printf '%s' "$out" | head -1))"
+	fi
+	rm -f -- "$con"
+	{
+		grep -v -F -e "$key " "$VMTEST_CACHE/kvm-probe" 2>/dev/null | tail -20 || true
+		printf '%s %s %s\n' "$key" "$verdict" "$VMTEST_REASON"
+	} >"$VMTEST_CACHE/kvm-probe.$$" && mv -f -- "$VMTEST_CACHE/kvm-probe.$$" "$VMTEST_CACHE/kvm-probe"
+	[[ $verdict == yes ]]
+}

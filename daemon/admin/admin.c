@@ -52,7 +52,9 @@ static struct {
 	struct router *router;
 	struct admin_hooks hooks;
 	struct admin_lockout lockout;
+	struct evhttp_bound_socket *listener;
 } A;
+static bool A_inherited_used; /* the predecessor's socket is in use (upgrade) */
 
 /* ---- replies ---- */
 
@@ -755,6 +757,57 @@ static bool load_own_ctx(const struct config *cfg, char *err, size_t errlen)
 	return false;
 }
 
+/* ---- hand-over (docs/upgrade.md) ---- */
+
+static int inherited_fd = -1;
+
+void admin_inherit_listener(int fd)
+{
+	if (inherited_fd >= 0)
+		close(inherited_fd);
+	inherited_fd = fd;
+}
+
+/* The inherited socket if it listens on addr (it is ours from here), else
+ * -1 (and it is closed: the configuration moved the API elsewhere). */
+static int take_inherited(const struct sockaddr_storage *addr)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	int fd = inherited_fd;
+
+	inherited_fd = -1;
+	if (fd < 0)
+		return -1;
+	memset(&ss, 0, sizeof(ss));
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0 && ss.ss_family == addr->ss_family &&
+	    ((ss.ss_family == AF_INET &&
+	      memcmp(&((struct sockaddr_in *)&ss)->sin_addr,
+	             &((const struct sockaddr_in *)addr)->sin_addr, 4) == 0 &&
+	      ((struct sockaddr_in *)&ss)->sin_port ==
+	              ((const struct sockaddr_in *)addr)->sin_port) ||
+	     (ss.ss_family == AF_INET6 &&
+	      memcmp(&((struct sockaddr_in6 *)&ss)->sin6_addr,
+	             &((const struct sockaddr_in6 *)addr)->sin6_addr, 16) == 0 &&
+	      ((struct sockaddr_in6 *)&ss)->sin6_port ==
+	              ((const struct sockaddr_in6 *)addr)->sin6_port))) {
+		A_inherited_used = true;
+		return fd;
+	}
+	close(fd);
+	return -1;
+}
+
+bool admin_inherited_used(void)
+{
+	return A_inherited_used;
+}
+
+int admin_listen_fd(void)
+{
+	return A.listener ? evhttp_bound_socket_get_fd(A.listener) : -1;
+}
+
 bool admin_start(struct event_base *base, const struct config *cfg, struct router *router,
                  SSL_CTX *tls, const struct admin_hooks *hooks, char *err, size_t errlen)
 {
@@ -783,8 +836,11 @@ bool admin_start(struct event_base *base, const struct config *cfg, struct route
 		snprintf(err, errlen, "no TLS certificate for the admin API");
 		return false;
 	}
-	int fd = socket(cfg->admin_bind.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-	                0);
+	/* after an upgrade, the predecessor's socket if it is on the same address */
+	int fd = take_inherited(&cfg->admin_bind.addr);
+	if (fd >= 0)
+		goto listening;
+	fd = socket(cfg->admin_bind.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		snprintf(err, errlen, "admin.bind: socket: %s", strerror(errno));
 		admin_stop();
@@ -798,8 +854,9 @@ bool admin_start(struct event_base *base, const struct config *cfg, struct route
 		admin_stop();
 		return false;
 	}
+listening:
 	A.http = evhttp_new(base);
-	if (!A.http || !evhttp_accept_socket_with_handle(A.http, fd)) {
+	if (!A.http || !(A.listener = evhttp_accept_socket_with_handle(A.http, fd))) {
 		snprintf(err, errlen, "admin: evhttp setup failed");
 		close(fd);
 		admin_stop();
@@ -830,6 +887,7 @@ void admin_stop(void)
 		evhttp_free(A.http);
 		A.http = NULL;
 	}
+	A.listener = NULL;
 	if (A.own_ctx && A.ctx) {
 		SSL_CTX_free(A.ctx);
 		A.ctx = NULL;

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <openssl/ssl.h>
@@ -400,6 +401,8 @@ static void load_server(struct loader *l, const struct toml_value *root)
 	                                   "group",
 	                                   "kernel_queue_limit",
 	                                   "node_name",
+	                                   "control_socket",
+	                                   "splice_pipe_max",
 	                                   NULL};
 	static const char *const data_paths[] = {"auto", "sockmap", "splice", "userspace", NULL};
 	const struct toml_value *t = get_table(l, root, "", "server");
@@ -467,6 +470,19 @@ static void load_server(struct loader *l, const struct toml_value *root)
 			errorf(l, line_of(t, "node_name"), "server.node_name",
 			       "1 to %d printable ASCII characters without spaces", NODE_NAME_MAX);
 	}
+	/* splice: a busy direction's pipe grows to this (docs/datapath.md);
+	 * 64 KiB, the kernel's default pipe, turns growing off */
+	c->splice_pipe_max =
+	        (uint32_t)get_int(l, t, "server", "splice_pipe_max", 1 << 20, 64 * 1024, 64 << 20);
+	/* --upgrade finds the running daemon here (docs/upgrade.md) */
+	c->control_socket =
+	        get_str(l, t, "server", "control_socket", "/run/mailsplice/control.sock");
+	if (c->control_socket[0] &&
+	    (c->control_socket[0] != '/' ||
+	     strlen(c->control_socket) >= sizeof(((struct sockaddr_un *)0)->sun_path)))
+		errorf(l, line_of(t, "control_socket"), "server.control_socket",
+		       "\"%s\" is not an absolute path of at most %zu bytes (or \"\" for none)",
+		       c->control_socket, sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
 }
 
 /* ---- [tls] ---- */
@@ -1527,6 +1543,7 @@ void config_free(struct config *c)
 	free(c->hostname);
 	free(c->user);
 	free(c->group);
+	free(c->control_socket);
 	for (size_t i = 0; i < c->n_certs; i++) {
 		free(c->certs[i].id);
 		free(c->certs[i].cert);

@@ -1,15 +1,17 @@
 /*
  * mailspliced: arguments, start-up, signals, shutdown.
  *
- *   mailspliced [-c FILE] [--check]
+ *   mailspliced [-c FILE] [--check | --upgrade]
  *
- * Exit status: 0 clean exit (or --check passed), 1 start-up failure
- * (bind, TLS, BPF forced but unavailable), 2 configuration error.
+ * Exit status: 0 clean exit (or --check passed, or --upgrade handed over),
+ * 1 start-up failure (bind, TLS, BPF forced but unavailable, no daemon to
+ * replace), 2 configuration error.
  */
 #include <errno.h>
 #include <getopt.h>
 #include <malloc.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +31,7 @@
 #include "server.h"
 #include "store.h"
 #include "tls.h"
+#include "upgrade.h"
 #include "util.h"
 
 #define DEFAULT_CONFIG "/etc/mailsplice/mailsplice.toml"
@@ -41,6 +44,7 @@ static struct store_loop *main_store; /* the admin API's and the bus's store con
 static struct bus *bus;
 static struct event *drain_timer;
 static uint64_t drain_deadline;
+static const char *stop_reason = "stopped"; /* for a successor's log (BYE) */
 static bool stopping;
 static struct event *status_timer;
 
@@ -50,10 +54,12 @@ static struct event *status_timer;
 static void usage(FILE *f)
 {
 	fprintf(f,
-	        "usage: mailspliced [-c FILE] [--check]\n"
+	        "usage: mailspliced [-c FILE] [--check | --upgrade]\n"
 	        "  -c, --config FILE  configuration (default: $PROXY_CONFIG, then " DEFAULT_CONFIG
 	        ")\n"
 	        "      --check        validate the configuration, print a summary, exit\n"
+	        "      --upgrade      start a new daemon that takes the running one's listeners\n"
+	        "                     and kernel-held sessions over (docs/upgrade.md)\n"
 	        "  -V, --version      print the version\n");
 }
 
@@ -146,13 +152,17 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
 {
 	size_t active = atomic_load(&srv.active);
 
-	if (active == 0) {
+	/* after an upgrade: offer what became movable (a login that finished) */
+	upgrade_tick();
+	if (active == 0 && !upgrade_busy()) {
 		log_msg(LOG_INFO, "shutdown", "state=drained");
+		stop_reason = "drained";
 		finish();
 		return;
 	}
 	if (now_ms() >= drain_deadline) {
 		log_msg(LOG_INFO, "shutdown", "state=grace-expired sessions=%zu", active);
+		stop_reason = "shutdown grace expired";
 		finish();
 		return;
 	}
@@ -167,6 +177,8 @@ static void notify_status(void)
 	size_t total, relayed;
 	struct router_stats rs;
 
+	if (upgrade_handed_over())
+		return; /* the successor is the service now */
 	registry_counts(&total, &relayed);
 	if (drain_timer) {
 		sd_notifyf(0, "STATUS=draining: %zu sessions left, %zu relayed", total, relayed);
@@ -222,10 +234,12 @@ static void on_term(evutil_socket_t sig, short what, void *arg)
 	if (drain_timer) {
 		/* a second signal: do not wait any longer */
 		log_msg(LOG_INFO, "shutdown", "state=forced");
+		stop_reason = "forced";
 		finish();
 		return;
 	}
-	sd_notify(0, "STOPPING=1");
+	if (!upgrade_handed_over())
+		sd_notify(0, "STOPPING=1");
 	log_msg(LOG_INFO, "shutdown", "signal=%s grace_ms=%llu sessions=%zu",
 	        sig == SIGINT ? "INT" : "TERM", (unsigned long long)srv.cfg->shutdown_grace_ms,
 	        atomic_load(&srv.active));
@@ -238,6 +252,40 @@ static void on_term(evutil_socket_t sig, short what, void *arg)
 	if (status_timer)
 		notify_status();
 	on_drain_tick(-1, 0, NULL);
+}
+
+/* A successor took the listeners over (upgrade.h): what could not move
+ * stays until it ends or shutdown_grace passes; logins in progress finish
+ * here (and move if they can). */
+static void on_handed_over(void)
+{
+	if (status_timer) {
+		event_free(status_timer);
+		status_timer = NULL;
+	}
+	if (drain_timer)
+		return;
+	log_msg(LOG_INFO, "shutdown", "reason=upgrade grace_ms=%llu sessions=%zu",
+	        (unsigned long long)srv.cfg->shutdown_grace_ms, atomic_load(&srv.active));
+	drain_deadline = now_ms() + srv.cfg->shutdown_grace_ms;
+	drain_timer = evtimer_new(main_base, on_drain_tick, NULL);
+	struct timeval tv = {0, DRAIN_POLL_MS * 1000};
+	evtimer_add(drain_timer, &tv);
+}
+
+static void log_startup(const struct config *cfg);
+
+static void on_took_over(int from_pid)
+{
+	log_startup(srv.cfg);
+	log_msg(LOG_INFO, "upgrade", "state=serving predecessor_pid=%d", from_pid);
+	sd_notify(0, "READY=1");
+	if (getenv("NOTIFY_SOCKET") && !status_timer) {
+		status_timer = event_new(main_base, -1, EV_PERSIST, on_status_tick, NULL);
+		struct timeval tv = {STATUS_INTERVAL_S, 0};
+		event_add(status_timer, &tv);
+		notify_status();
+	}
 }
 
 static bool reload_mappings(char *msg, size_t len)
@@ -264,6 +312,10 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
 {
 	char msg[1100];
 
+	if (upgrade_handed_over()) {
+		reload_mappings(msg, sizeof(msg)); /* not the service any more: no notify */
+		return;
+	}
 	sd_notify(0, "RELOADING=1");
 	reload_mappings(msg, sizeof(msg));
 	sd_notify(0, "READY=1");
@@ -337,15 +389,29 @@ static void log_startup(const struct config *cfg)
 
 static int serve(struct config *cfg);
 
+/* The last start-up failure, for --upgrade to report. */
+static char startup_error[4096] = "start-up failed";
+
+static int startup_failed(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int startup_failed(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(startup_error, sizeof(startup_error), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "mailspliced: %s\n", startup_error);
+	return 1;
+}
+
 int main(int argc, char **argv)
 {
-	static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
-	                                         {"check", no_argument, NULL, 'C'},
-	                                         {"version", no_argument, NULL, 'V'},
-	                                         {"help", no_argument, NULL, 'h'},
-	                                         {NULL, 0, NULL, 0}};
+	static const struct option longopts[] = {
+	        {"config", required_argument, NULL, 'c'}, {"check", no_argument, NULL, 'C'},
+	        {"upgrade", no_argument, NULL, 'U'},      {"version", no_argument, NULL, 'V'},
+	        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
 	const char *path = NULL;
-	bool check_only = false;
+	bool check_only = false, upgrade = false;
 	int opt;
 
 	mallopt(M_TRIM_THRESHOLD, ARENA_KEEP);
@@ -357,6 +423,9 @@ int main(int argc, char **argv)
 			break;
 		case 'C':
 			check_only = true;
+			break;
+		case 'U':
+			upgrade = true;
 			break;
 		case 'V':
 			printf("mailspliced %s\n", VERSION);
@@ -380,6 +449,16 @@ int main(int argc, char **argv)
 		path = getenv("PROXY_CONFIG");
 	if (!path)
 		path = DEFAULT_CONFIG;
+	if (upgrade && check_only) {
+		usage(stderr);
+		return 2;
+	}
+	/* the parent waits for the new daemon's verdict; the child becomes it */
+	if (upgrade) {
+		int r = upgrade_spawn();
+		if (r >= 0)
+			return r;
+	}
 
 	signal(SIGPIPE, SIG_IGN);
 	static char err[65536];
@@ -395,6 +474,8 @@ int main(int argc, char **argv)
 	}
 	int status = serve(cfg);
 	config_free(cfg);
+	if (status != 0)
+		upgrade_abort(startup_error); /* a successor: the running daemon keeps serving */
 	if (status == 0)
 		log_msg(LOG_INFO, "stopped", "status=0");
 	return status;
@@ -414,18 +495,17 @@ static int serve(struct config *cfg)
 	raise_fd_limit();
 	if (!datapath_init(cfg->data_path, err, sizeof(err))) {
 		log_msg(LOG_ERROR, "startup", "stage=datapath");
-		fprintf(stderr, "mailspliced: data path: %s\n", err);
-		return 1;
+		return startup_failed("data path: %s", err);
 	}
-	if (!server_init(&srv, cfg, err, sizeof(err))) {
-		fprintf(stderr, "mailspliced: %s\n", err);
-		return 1;
-	}
+	/* a successor: the running daemon's listening sockets first, so that
+	 * only what is new gets bound */
+	if (upgrade_is_successor() && !upgrade_connect(cfg, err, sizeof(err)))
+		return startup_failed("%s", err);
+	if (!server_init(&srv, cfg, err, sizeof(err)))
+		return startup_failed("%s", err);
 	main_base = event_base_new();
-	if (!main_base) {
-		fprintf(stderr, "mailspliced: event_base_new failed\n");
-		return 1;
-	}
+	if (!main_base)
+		return startup_failed("event_base_new failed");
 	/* the main thread's own store connections: admin writes, the bus */
 	if (srv.store)
 		main_store = store_loop_new(srv.store, main_base, NULL, true);
@@ -435,31 +515,36 @@ static int serve(struct config *cfg)
 		                            .reload_mappings = reload_mappings,
 		                            .bus = bus};
 		SSL_CTX *ctx = srv.tls ? tls_server_default_ctx(srv.tls) : NULL;
-		if (!admin_start(main_base, cfg, &srv.router, ctx, &hooks, err, sizeof(err))) {
-			fprintf(stderr, "mailspliced: admin: %s\n", err);
-			return 1;
-		}
+		if (!admin_start(main_base, cfg, &srv.router, ctx, &hooks, err, sizeof(err)))
+			return startup_failed("admin: %s", err);
 	}
-	if (cfg->user && !drop_privileges(cfg, err, sizeof(err))) {
-		fprintf(stderr, "mailspliced: %s\n", err);
-		return 1;
-	}
+	struct upgrade_hooks uh = {.handed_over = on_handed_over, .took_over = on_took_over};
+	if (!upgrade_serve(&srv, main_base, &uh, err, sizeof(err)))
+		return startup_failed("%s", err);
+	if (cfg->user && !drop_privileges(cfg, err, sizeof(err)))
+		return startup_failed("%s", err);
 	struct event *ev_term = evsignal_new(main_base, SIGTERM, on_term, NULL);
 	struct event *ev_int = evsignal_new(main_base, SIGINT, on_term, NULL);
 	struct event *ev_hup = evsignal_new(main_base, SIGHUP, on_hup, NULL);
 	event_add(ev_term, NULL);
 	event_add(ev_int, NULL);
 	event_add(ev_hup, NULL);
-	if (!server_start_workers(&srv, err, sizeof(err))) {
-		fprintf(stderr, "mailspliced: %s\n", err);
-		return 1;
+	if (!server_start_workers(&srv, err, sizeof(err)))
+		return startup_failed("%s", err);
+	if (upgrade_is_successor()) {
+		/* accepting on the passed sockets already: take over. The
+		 * predecessor's COMMITTED makes this the service (on_took_over) */
+		if (!upgrade_commit(&srv, main_base, err, sizeof(err)))
+			log_msg(LOG_WARN, "upgrade", "state=commit-failed error=\"%s\" serving=yes",
+			        err);
+	} else {
+		log_startup(cfg);
+		sd_notify(0, "READY=1");
 	}
-	log_startup(cfg);
-	sd_notify(0, "READY=1");
 	trim_timer = event_new(main_base, -1, EV_PERSIST, on_trim_tick, NULL);
 	struct timeval trim_tv = {TRIM_INTERVAL_S, 0};
 	event_add(trim_timer, &trim_tv);
-	if (getenv("NOTIFY_SOCKET")) {
+	if (getenv("NOTIFY_SOCKET") && !upgrade_is_successor()) {
 		/* only under a service manager: the status walks the session list */
 		status_timer = event_new(main_base, -1, EV_PERSIST, on_status_tick, NULL);
 		struct timeval tv = {STATUS_INTERVAL_S, 0};
@@ -472,6 +557,7 @@ static int serve(struct config *cfg)
 	if (!stopping)
 		finish();
 	server_join(&srv);
+	upgrade_finish(stop_reason);
 	admin_stop();
 	bus_free(bus);
 	store_loop_free(main_store);

@@ -121,6 +121,26 @@ size_t registry_kick_except(const char *account, const char *destination)
 	return kick_matching(account, destination, true);
 }
 
+bool registry_kick_id(const char *session_id)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&lock);
+	for (struct live_session *ls = head; ls && !found; ls = ls->next) {
+		if (strcmp(ls->session_id, session_id) != 0)
+			continue;
+		struct kick *k = malloc(sizeof(*k));
+		if (!k)
+			break;
+		k->id = ls->id;
+		found = event_base_once(ls->base, -1, EV_TIMEOUT, deliver_kick, k, NULL) == 0;
+		if (!found)
+			free(k);
+	}
+	pthread_mutex_unlock(&lock);
+	return found;
+}
+
 size_t registry_count(void)
 {
 	pthread_mutex_lock(&lock);
@@ -162,6 +182,11 @@ json_t *registry_list(const char *account)
 		        (json_int_t)atomic_load_explicit(&ls->bytes_up, memory_order_relaxed),
 		        "bytes_down",
 		        (json_int_t)atomic_load_explicit(&ls->bytes_down, memory_order_relaxed));
+		/* after an upgrade: how often it moved, and who holds it if not us */
+		if (ls->moves)
+			json_object_set_new(o, "moves", json_integer(ls->moves));
+		if (ls->pid)
+			json_object_set_new(o, "pid", json_integer(ls->pid));
 		json_array_append_new(arr, o);
 	}
 	pthread_mutex_unlock(&lock);

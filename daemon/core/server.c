@@ -129,6 +129,60 @@ static void on_command(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* ---- a successor took the listening sockets ---- */
+
+struct handover_job {
+	struct worker *w;
+	bool *taken; /* per listening socket of this worker, in its order */
+};
+
+/* On the worker: a socket the successor took is only closed here (its copy
+ * keeps it open); one it did not take is accepted from until empty first,
+ * so nothing queued on it is reset. */
+static void handover_listeners(evutil_socket_t unused, short what, void *arg)
+{
+	struct handover_job *job = arg;
+	struct worker *w = job->w;
+
+	for (size_t i = 0; i < w->n_listeners; i++) {
+		struct evconnlistener *l = w->listeners[i];
+		if (!l)
+			continue;
+		if (!job->taken[i]) {
+			int fd = evconnlistener_get_fd(l);
+			for (;;) {
+				struct sockaddr_storage peer;
+				socklen_t len = sizeof(peer);
+				int c = accept4(fd, (struct sockaddr *)&peer, &len,
+				                SOCK_NONBLOCK | SOCK_CLOEXEC);
+				if (c < 0)
+					break;
+				on_accept(l, c, (struct sockaddr *)&peer, (int)len, w);
+			}
+		}
+		evconnlistener_free(l);
+		w->listeners[i] = NULL;
+	}
+	free(job->taken);
+	free(job);
+}
+
+void server_handover_listeners(struct server *srv, const bool *taken, size_t n)
+{
+	for (size_t wi = 0; wi < srv->n_workers; wi++) {
+		struct worker *w = &srv->workers[wi];
+		struct handover_job *job = xcalloc(1, sizeof(*job));
+		job->w = w;
+		job->taken = xcalloc(w->n_listeners ? w->n_listeners : 1, sizeof(bool));
+		/* srv->listen lists each worker's sockets in the worker's order */
+		size_t k = 0;
+		for (size_t i = 0; i < srv->n_listen; i++)
+			if (srv->listen[i].worker == wi)
+				job->taken[k++] = i < n && taken[i];
+		event_base_once(w->base, -1, EV_TIMEOUT, handover_listeners, job, NULL);
+	}
+}
+
 void worker_session_added(struct worker *w, struct session *s)
 {
 	s->prev = NULL;
@@ -212,6 +266,107 @@ static bool server_tls_init(struct server *srv, char *err, size_t errlen)
 	return true;
 }
 
+/* ---- listening sockets: bound here, or adopted from a predecessor ---- */
+
+static struct inherited_listener *inherited;
+static size_t n_inherited;
+
+void server_inherit_listeners(struct inherited_listener *l, size_t n)
+{
+	inherited = l;
+	n_inherited = n;
+}
+
+static bool same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+	if (a->ss_family != b->ss_family)
+		return false;
+	if (a->ss_family == AF_INET) {
+		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+	}
+	if (a->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+		return x->sin6_port == y->sin6_port &&
+		       memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+	}
+	return false;
+}
+
+static size_t inherited_for(const struct cfg_bind *b)
+{
+	size_t k = 0;
+	for (size_t i = 0; i < n_inherited; i++)
+		k += same_addr(&inherited[i].addr, &b->addr);
+	return k;
+}
+
+/* The next inherited socket for b not yet taken, or -1. */
+static int take_inherited(const struct cfg_bind *b)
+{
+	for (size_t i = 0; i < n_inherited; i++) {
+		if (!inherited[i].taken && same_addr(&inherited[i].addr, &b->addr)) {
+			inherited[i].taken = true;
+			return inherited[i].fd;
+		}
+	}
+	return -1;
+}
+
+/* One socket per worker and bind, so the kernel balances without a shared
+ * accept lock. A bind the predecessor had keeps all of its sockets (a
+ * socket closed in a SO_REUSEPORT group drops the connections queued on
+ * it), spread over the workers; workers beyond that number get new ones. */
+static bool add_listeners(struct server *srv, char *err, size_t errlen)
+{
+	struct config *cfg = srv->cfg;
+	size_t total = 0;
+	char e[512];
+
+	for (size_t li = 0; li < cfg->n_listeners; li++)
+		for (size_t bi = 0; bi < cfg->listeners[li].n_binds; bi++) {
+			size_t k = inherited_for(&cfg->listeners[li].binds[bi]);
+			total += k > srv->n_workers ? k : srv->n_workers;
+		}
+	srv->listen = xcalloc(total ? total : 1, sizeof(*srv->listen));
+	for (size_t wi = 0; wi < srv->n_workers; wi++) {
+		srv->workers[wi].listeners =
+		        xcalloc(total ? total : 1, sizeof(struct evconnlistener *));
+		srv->workers[wi].listener_of = xcalloc(total ? total : 1, sizeof(size_t));
+	}
+	for (size_t li = 0; li < cfg->n_listeners; li++) {
+		const struct cfg_listener *ls = &cfg->listeners[li];
+		for (size_t bi = 0; bi < ls->n_binds; bi++) {
+			size_t k = inherited_for(&ls->binds[bi]);
+			size_t n = k > srv->n_workers ? k : srv->n_workers;
+			for (size_t j = 0; j < n; j++) {
+				struct worker *w = &srv->workers[j % srv->n_workers];
+				int fd = take_inherited(&ls->binds[bi]);
+				if (fd < 0)
+					fd = bind_listener(&ls->binds[bi], e, sizeof(e));
+				if (fd < 0) {
+					snprintf(err, errlen, "listener.%s: bind %s", ls->name, e);
+					return false;
+				}
+				struct evconnlistener *l = evconnlistener_new(
+				        w->base, on_accept, w, LEV_OPT_CLOSE_ON_FREE, 0, fd);
+				if (!l) {
+					close(fd);
+					snprintf(err, errlen, "listener.%s: evconnlistener failed",
+					         ls->name);
+					return false;
+				}
+				evconnlistener_set_error_cb(l, on_accept_error);
+				w->listener_of[w->n_listeners] = li;
+				w->listeners[w->n_listeners++] = l;
+				srv->listen[srv->n_listen++] = (struct server_listen){
+				        .fd = fd, .worker = w->index, .listener = li, .bind = bi};
+			}
+		}
+	}
+	return true;
+}
+
 bool server_init(struct server *srv, struct config *cfg, char *err, size_t errlen)
 {
 	char e[512];
@@ -275,9 +430,6 @@ bool server_init(struct server *srv, struct config *cfg, char *err, size_t errle
 	srv->listener_conns = xcalloc(cfg->n_listeners, sizeof(*srv->listener_conns));
 	srv->source_next = xcalloc(cfg->n_dests, sizeof(*srv->source_next));
 
-	size_t n_binds = 0;
-	for (size_t i = 0; i < cfg->n_listeners; i++)
-		n_binds += cfg->listeners[i].n_binds;
 	srv->workers = xcalloc(srv->n_workers, sizeof(*srv->workers));
 	for (size_t wi = 0; wi < srv->n_workers; wi++) {
 		struct worker *w = &srv->workers[wi];
@@ -296,31 +448,8 @@ bool server_init(struct server *srv, struct config *cfg, char *err, size_t errle
 		event_add(w->cmd_ev, NULL);
 		if (srv->store)
 			w->store = store_loop_new(srv->store, w->base, w->dns, false);
-		w->listeners = xcalloc(n_binds ? n_binds : 1, sizeof(*w->listeners));
-		w->listener_of = xcalloc(n_binds ? n_binds : 1, sizeof(*w->listener_of));
-		for (size_t li = 0; li < cfg->n_listeners; li++) {
-			const struct cfg_listener *ls = &cfg->listeners[li];
-			for (size_t bi = 0; bi < ls->n_binds; bi++) {
-				int fd = bind_listener(&ls->binds[bi], e, sizeof(e));
-				if (fd < 0) {
-					snprintf(err, errlen, "listener.%s: bind %s", ls->name, e);
-					return false;
-				}
-				struct evconnlistener *l = evconnlistener_new(
-				        w->base, on_accept, w, LEV_OPT_CLOSE_ON_FREE, 0, fd);
-				if (!l) {
-					close(fd);
-					snprintf(err, errlen, "listener.%s: evconnlistener failed",
-					         ls->name);
-					return false;
-				}
-				evconnlistener_set_error_cb(l, on_accept_error);
-				w->listener_of[w->n_listeners] = li;
-				w->listeners[w->n_listeners++] = l;
-			}
-		}
 	}
-	return true;
+	return add_listeners(srv, err, errlen);
 }
 
 static void *worker_main(void *arg)
@@ -383,4 +512,5 @@ void server_free(struct server *srv)
 	http_router_free(srv->http);
 	free(srv->listener_conns);
 	free(srv->source_next);
+	free(srv->listen);
 }

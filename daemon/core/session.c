@@ -22,6 +22,7 @@
 #include <openssl/crypto.h>
 
 #include "health.h"
+#include "handover.h"
 #include "holds.h"
 #include "metrics.h"
 #include "log.h"
@@ -29,6 +30,7 @@
 #include "relay.h"
 #include "sasl.h"
 #include "server.h"
+#include "upgrade.h"
 #include "util.h"
 
 #define CLOSE_FLUSH_MS   5000 /* how long a goodbye may take to drain */
@@ -79,6 +81,8 @@ static void log_session(struct session *s)
 	lb_str(&lb, "end", s->end_reason ? s->end_reason : "closed");
 	if (s->end_detail[0])
 		lb_str(&lb, "detail", s->end_detail);
+	if (s->moves)
+		lb_uint(&lb, "moves", s->moves);
 	lb_emit(&lb);
 }
 
@@ -87,9 +91,12 @@ static void on_end(evutil_socket_t fd, short what, void *arg)
 	struct session *s = arg;
 	struct server *srv = srv_of(s);
 
-	log_session(s);
-	metrics_session_end(s->ls->protocol, s->path_down ? s->dest : -1, s->path_down, s->bytes_up,
-	                    s->bytes_down);
+	if (!s->moved_away)
+		log_session(s); /* the successor writes it when the session ends */
+	if (s->drain_noted)
+		upgrade_session_gone(s->id); /* it stayed here during an upgrade */
+	metrics_session_end(s->ls->protocol, s->path_down ? s->dest : -1, s->path_down,
+	                    s->bytes_up - s->carried_up, s->bytes_down - s->carried_down);
 	registry_remove(&s->live);
 	route_lookup_cancel(s->lookup);
 	if (s->dns_req)
@@ -164,6 +171,11 @@ void session_abort(struct session *s, const char *reason)
 {
 	if (s->ending)
 		return;
+	if (s->moving) {
+		/* the successor may own it already: its answer decides */
+		s->kick_pending = s->kick_pending || strcmp(reason, "kicked") == 0;
+		return;
+	}
 	if (s->relay) {
 		relay_stop(s->relay,
 		           strcmp(reason, "kicked") == 0 ? RELAY_END_KICKED : RELAY_END_SHUTDOWN);
@@ -1166,6 +1178,7 @@ void session_login_succeeded(struct session *s)
 	struct relay_opts opts = {.idle_ms = s->cfg->bridge_idle_ms,
 	                          .mode = s->cfg->data_path,
 	                          .kernel_queue_limit = s->cfg->kernel_queue_limit,
+	                          .pipe_max = s->cfg->splice_pipe_max,
 	                          .live_up = &s->live.bytes_up,
 	                          .live_down = &s->live.bytes_down};
 	s->relay = relay_start(s->w->base, &client, &backend, &opts, relay_done, s);
@@ -1267,4 +1280,191 @@ void session_publish(struct session *s, const char *state)
 		registry_update(&s->live, set_published, &p);
 	atomic_store_explicit(&s->live.bytes_up, s->bytes_up, memory_order_relaxed);
 	atomic_store_explicit(&s->live.bytes_down, s->bytes_down, memory_order_relaxed);
+}
+
+/* ---- hand-over to a successor process (docs/upgrade.md) ---- */
+
+int session_export(struct session *s, struct ho_session *rec, int *fds, char *why, size_t whylen)
+{
+	struct relay_stats st;
+
+	if (s->ending || s->closing || s->moving) {
+		snprintf(why, whylen, "ending");
+		return 0;
+	}
+	if (s->phase != PHASE_RELAY || !s->relay) {
+		snprintf(why, whylen, "login in progress");
+		return 0;
+	}
+	memset(rec, 0, sizeof(*rec));
+	str_copy(rec->id, s->id, sizeof(rec->id));
+	str_copy(rec->account, s->account, sizeof(rec->account));
+	str_copy(rec->listener, s->ls->name, sizeof(rec->listener));
+	str_copy(rec->protocol, proto_name(s->ls->protocol), sizeof(rec->protocol));
+	str_copy(rec->client, s->peer_str, sizeof(rec->client));
+	str_copy(rec->destination, s->d ? s->d->name : "", sizeof(rec->destination));
+	str_copy(rec->sni, s->sni, sizeof(rec->sni));
+	rec->peer = s->peer;
+	rec->local = s->local;
+	rec->client_tls = s->client_tls;
+	rec->routed_default = s->routed_to_default;
+	rec->auth_failures = s->auth_attempts;
+	rec->moves = s->moves;
+	rec->started_ms = s->live.started_ms;
+	rec->started_us = s->started_us;
+	relay_peek(s->relay, &st);
+	rec->bytes_up = st.client_to_backend;
+	rec->bytes_down = st.backend_to_client;
+	int r = relay_export(s->relay, rec, fds, why, whylen);
+	if (r == 1)
+		s->moving = true;
+	return r;
+}
+
+void session_export_done(struct session *s, bool adopted, const char *detail)
+{
+	struct relay_stats st;
+
+	if (!s->moving)
+		return;
+	s->moving = false;
+	if (!adopted) {
+		s->move_refused = true;
+		log_msg(LOG_INFO, "handover-session", "id=%s result=kept reason=\"%s\"", s->id,
+		        detail ? detail : "");
+		relay_export_resume(s->relay);
+		if (s->kick_pending)
+			session_abort(s, "kicked");
+		return;
+	}
+	relay_peek(s->relay, &st);
+	s->bytes_up = st.client_to_backend;
+	s->bytes_down = st.backend_to_client;
+	s->path_up = st.path_up;
+	s->path_down = st.path_down;
+	relay_export_release(s->relay);
+	s->relay = NULL;
+	s->client.fd = -1;
+	s->moved_away = true;
+	log_msg(LOG_INFO, "handover-session",
+	        "id=%s result=moved account=%s bytes_up=%llu "
+	        "bytes_down=%llu",
+	        s->id, s->account[0] ? s->account : "-", (unsigned long long)s->bytes_up,
+	        (unsigned long long)s->bytes_down);
+	end_session(s, "moved");
+}
+
+static void set_adopted(struct live_session *ls, void *arg)
+{
+	const struct session *s = arg;
+	ls->state = "relay";
+	ls->data_path = s->path_down;
+	ls->moves = s->moves;
+}
+
+bool session_adopt(struct worker *w, const struct ho_session *rec, int *fds, pid_t from, char *why,
+                   size_t whylen)
+{
+	struct server *srv = w->srv;
+	const struct config *cfg = srv->cfg;
+	size_t li = SIZE_MAX;
+	int dest = -1;
+
+	for (size_t i = 0; i < cfg->n_listeners && li == SIZE_MAX; i++)
+		if (strcmp(cfg->listeners[i].name, rec->listener) == 0)
+			li = i;
+	if (li == SIZE_MAX) {
+		snprintf(why, whylen, "listener %s is not in the new configuration", rec->listener);
+		return false;
+	}
+	const struct cfg_listener *ls = &cfg->listeners[li];
+	if (strcmp(proto_name(ls->protocol), rec->protocol) != 0) {
+		snprintf(why, whylen, "listener %s now serves %s, not %s", ls->name,
+		         proto_name(ls->protocol), rec->protocol);
+		return false;
+	}
+	for (size_t i = 0; i < cfg->n_dests && dest < 0; i++)
+		if (strcmp(cfg->dests[i].name, rec->destination) == 0)
+			dest = (int)i;
+	if (dest < 0) {
+		snprintf(why, whylen, "destination %s is not in the new configuration",
+		         rec->destination);
+		return false;
+	}
+	struct session *s = calloc(1, sizeof(*s));
+	if (!s) {
+		snprintf(why, whylen, "out of memory");
+		return false;
+	}
+	s->w = w;
+	s->cfg = cfg;
+	s->ls = ls;
+	s->listener_index = li;
+	s->ops = ops_for(ls->protocol);
+	s->phase = PHASE_RELAY;
+	s->dest = dest;
+	s->d = &cfg->dests[dest];
+	s->ep = &s->d->endpoint[ls->protocol];
+	s->started_us = rec->started_us;
+	s->peer = rec->peer;
+	s->local = rec->local;
+	str_copy(s->peer_str, rec->client, sizeof(s->peer_str));
+	str_copy(s->id, rec->id, sizeof(s->id));
+	str_copy(s->account, rec->account, sizeof(s->account));
+	str_copy(s->sni, rec->sni, sizeof(s->sni));
+	s->client_tls = rec->client_tls;
+	s->routed_to_default = rec->routed_default;
+	s->auth_attempts = rec->auth_failures;
+	s->moves = rec->moves + 1;
+	/* the relay counts on from these (relay_done adds its counts to
+	 * bytes_up/down, which stay 0 here) */
+	s->carried_up = rec->bytes_up;
+	s->carried_down = rec->bytes_down;
+	s->client.fd = -1;
+	s->end_ev = event_new(w->base, -1, 0, on_end, s);
+	if (!s->end_ev) {
+		free(s);
+		snprintf(why, whylen, "out of memory");
+		return false;
+	}
+	s->live.base = w->base;
+	s->live.kick = on_kick;
+	str_copy(s->live.session_id, s->id, sizeof(s->live.session_id));
+	str_copy(s->live.account, s->account, sizeof(s->live.account));
+	str_copy(s->live.listener, ls->name, sizeof(s->live.listener));
+	str_copy(s->live.destination, s->d->name, sizeof(s->live.destination));
+	str_copy(s->live.client, s->peer_str, sizeof(s->live.client));
+	s->live.protocol = ls->protocol;
+	s->live.started_ms = rec->started_ms;
+	atomic_store(&s->live.bytes_up, rec->bytes_up);
+	atomic_store(&s->live.bytes_down, rec->bytes_down);
+
+	struct relay_opts opts = {.idle_ms = cfg->bridge_idle_ms,
+	                          .mode = cfg->data_path,
+	                          .kernel_queue_limit = cfg->kernel_queue_limit,
+	                          .pipe_max = cfg->splice_pipe_max,
+	                          .live_up = &s->live.bytes_up,
+	                          .live_down = &s->live.bytes_down};
+	s->relay = relay_adopt(w->base, rec, fds, &opts, relay_done, s, why, whylen);
+	if (!s->relay) {
+		event_free(s->end_ev);
+		free(s);
+		return false;
+	}
+	struct relay_stats st;
+	relay_peek(s->relay, &st);
+	s->path_up = st.path_up;
+	s->path_down = st.path_down;
+	s->live.state = "relay";
+	s->live.data_path = st.path_down;
+	registry_add(&s->live);
+	registry_update(&s->live, set_adopted, s);
+	atomic_fetch_add(&srv->listener_conns[li], 1);
+	worker_session_added(w, s);
+	metrics_session_start(ls->protocol);
+	log_msg(LOG_INFO, "handover-session",
+	        "id=%s result=adopted from_pid=%d account=%s path_up=%s path_down=%s moves=%u",
+	        s->id, (int)from, s->account[0] ? s->account : "-", st.path_up, st.path_down,
+	        s->moves);
+	return true;
 }

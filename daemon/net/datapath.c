@@ -45,6 +45,10 @@ static pthread_mutex_t slot_lock = PTHREAD_MUTEX_INITIALIZER;
 static uint32_t *free_slots;
 static size_t n_free;
 static size_t in_use;
+/* after a hand-over the map is shared with the other process (docs/upgrade.md) */
+static bool frozen;    /* predecessor: no new pair may join */
+static uint8_t *owned; /* successor: slots this process holds, one byte each */
+static int adopted_fds[4] = {-1, -1, -1, -1};
 
 /* Two connected loopback TCP pairs: out[0]<->out[1], out[2]<->out[3]. */
 static bool loopback_pairs(int out[4])
@@ -101,14 +105,20 @@ static uint64_t socket_cookie(int fd)
 	return c;
 }
 
+static void rescan_slots(void);
+
 static bool slots_take(uint32_t out[2])
 {
 	pthread_mutex_lock(&slot_lock);
+	if (n_free < 2 && owned)
+		rescan_slots(); /* the predecessor may have let some go */
 	bool ok = n_free >= 2;
 	if (ok) {
 		out[0] = free_slots[--n_free];
 		out[1] = free_slots[--n_free];
 		in_use += 2;
+		if (owned)
+			owned[out[0]] = owned[out[1]] = 1;
 	}
 	pthread_mutex_unlock(&slot_lock);
 	return ok;
@@ -120,6 +130,8 @@ static void slots_give(const uint32_t s[2])
 	free_slots[n_free++] = s[1];
 	free_slots[n_free++] = s[0];
 	in_use -= 2;
+	if (owned)
+		owned[s[0]] = owned[s[1]] = 0;
 	pthread_mutex_unlock(&slot_lock);
 }
 
@@ -129,8 +141,12 @@ bool sockmap_pair_add(struct sockmap_pair *p, int fd_a, int fd_b, uint32_t limit
 	int fds[2] = {fd_a, fd_b};
 
 	memset(p, 0, sizeof(*p));
-	if (!skel) {
+	if (socks_fd < 0 || !dirs) {
 		snprintf(err, errlen, "sockmap not loaded");
+		return false;
+	}
+	if (frozen) {
+		snprintf(err, errlen, "the sockhash was handed to a successor");
 		return false;
 	}
 	if (!slots_take(p->slot)) {
@@ -249,6 +265,13 @@ static void sockmap_unload(void)
 		sockmap_bpf__destroy(skel);
 	skel = NULL;
 	socks_fd = slot_fd = -1;
+	for (int i = 0; i < 4; i++) {
+		if (adopted_fds[i] >= 0)
+			close(adopted_fds[i]);
+		adopted_fds[i] = -1;
+	}
+	free(owned);
+	owned = NULL;
 }
 
 static bool probe_sockmap(void)
@@ -343,4 +366,162 @@ const struct datapath_caps *datapath_caps(void)
 void datapath_shutdown(void)
 {
 	sockmap_unload();
+}
+
+/* ---- hand-over (docs/upgrade.md) ----
+ *
+ * The sockhash, the slot map and the slot array move to the successor as
+ * descriptors: pairs already in the map stay there and keep being
+ * redirected while the processes change. From then on both processes use
+ * one map: the predecessor adds nothing (frozen), the successor takes only
+ * slots that are not in the map and not its own, looking again when it
+ * runs out (the predecessor removes its draining pairs as they end). */
+
+bool datapath_sockmap_fds(int out[4])
+{
+	if (socks_fd < 0 || !dirs)
+		return false;
+	if (skel) {
+		out[0] = bpf_program__fd(skel->progs.ms_verdict);
+		out[1] = socks_fd;
+		out[2] = slot_fd;
+		out[3] = bpf_map__fd(skel->maps.ms_dirs);
+	} else {
+		for (int i = 0; i < 4; i++)
+			out[i] = adopted_fds[i];
+	}
+	return true;
+}
+
+void datapath_sockmap_freeze(void)
+{
+	pthread_mutex_lock(&slot_lock);
+	frozen = true;
+	pthread_mutex_unlock(&slot_lock);
+}
+
+/* Free slots := neither in the sockhash nor held by this process. Called
+ * with slot_lock held. */
+static void rescan_slots(void)
+{
+	uint8_t *present = calloc(MS_MAX_SOCKETS, 1);
+	uint64_t key, next;
+	bool first = true;
+
+	if (!present)
+		return;
+	while (bpf_map_get_next_key(socks_fd, first ? NULL : &key, &next) == 0) {
+		if (next < MS_MAX_SOCKETS)
+			present[next] = 1;
+		key = next;
+		first = false;
+	}
+	n_free = 0;
+	for (uint32_t i = MS_MAX_SOCKETS; i-- > 0;)
+		if (!present[i] && !owned[i])
+			free_slots[n_free++] = i;
+	free(present);
+}
+
+static bool map_matches(int fd, uint32_t type, uint32_t key_size, uint32_t value_size,
+                        uint32_t max_entries)
+{
+	struct bpf_map_info info;
+	uint32_t len = sizeof(info);
+
+	memset(&info, 0, sizeof(info));
+	return bpf_obj_get_info_by_fd(fd, &info, &len) == 0 && info.type == type &&
+	       info.key_size == key_size && info.value_size == value_size &&
+	       info.max_entries == max_entries;
+}
+
+bool datapath_adopt_sockmap(const int fds[4], uint32_t dir_size, uint32_t max_sockets, char *err,
+                            size_t errlen)
+{
+	if (dir_size != sizeof(struct ms_dir) || max_sockets != MS_MAX_SOCKETS) {
+		snprintf(err, errlen,
+		         "the running daemon's slot layout (%u bytes x %u) differs from this "
+		         "build's (%zu x %u)",
+		         dir_size, max_sockets, sizeof(struct ms_dir), MS_MAX_SOCKETS);
+		return false;
+	}
+	if (!map_matches(fds[1], BPF_MAP_TYPE_SOCKHASH, 8, 8, MS_MAX_SOCKETS) ||
+	    !map_matches(fds[2], BPF_MAP_TYPE_HASH, 8, 4, MS_MAX_SOCKETS) ||
+	    !map_matches(fds[3], BPF_MAP_TYPE_ARRAY, 4, sizeof(struct ms_dir), MS_MAX_SOCKETS)) {
+		snprintf(err, errlen,
+		         "the passed maps are not this build's sockhash and slot array");
+		return false;
+	}
+	long page = sysconf(_SC_PAGESIZE);
+	size_t len = ((size_t)MS_MAX_SOCKETS * sizeof(struct ms_dir) + (size_t)page - 1) &
+	             ~((size_t)page - 1);
+	struct ms_dir *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fds[3], 0);
+	if (m == MAP_FAILED) {
+		snprintf(err, errlen, "mapping the slot array: %s", strerror(errno));
+		return false;
+	}
+	/* our own probe's program and maps are not needed any more */
+	sockmap_unload();
+	pthread_mutex_lock(&slot_lock);
+	for (int i = 0; i < 4; i++)
+		adopted_fds[i] = fds[i];
+	socks_fd = fds[1];
+	slot_fd = fds[2];
+	dirs = m;
+	dirs_len = len;
+	free_slots = xcalloc(MS_MAX_SOCKETS, sizeof(*free_slots));
+	owned = xcalloc(MS_MAX_SOCKETS, 1);
+	rescan_slots();
+	in_use = 0;
+	frozen = false;
+	pthread_mutex_unlock(&slot_lock);
+	log_msg(LOG_INFO, "data-path", "sockmap=adopted free_slots=%zu", n_free);
+	return true;
+}
+
+bool sockmap_pair_adopt(struct sockmap_pair *p, int fd_a, int fd_b, const uint32_t slots[2],
+                        char *err, size_t errlen)
+{
+	int fds[2] = {fd_a, fd_b};
+
+	memset(p, 0, sizeof(*p));
+	if (!owned) {
+		snprintf(err, errlen, "the predecessor's sockhash was not adopted");
+		return false;
+	}
+	for (int i = 0; i < 2; i++) {
+		uint32_t slot = 0;
+		if (slots[i] >= MS_MAX_SOCKETS) {
+			snprintf(err, errlen, "slot %u out of range", slots[i]);
+			return false;
+		}
+		p->cookie[i] = socket_cookie(fds[i]);
+		/* the socket must be the one the map holds in that slot */
+		if (!p->cookie[i] || bpf_map_lookup_elem(slot_fd, &p->cookie[i], &slot) != 0 ||
+		    slot != slots[i]) {
+			snprintf(err, errlen, "socket %d is not the one in slot %u", i, slots[i]);
+			return false;
+		}
+		p->slot[i] = slots[i];
+		p->dir[i] = &dirs[slots[i]];
+	}
+	pthread_mutex_lock(&slot_lock);
+	owned[slots[0]] = owned[slots[1]] = 1;
+	in_use += 2;
+	pthread_mutex_unlock(&slot_lock);
+	p->installed = true;
+	return true;
+}
+
+void sockmap_pair_forget(struct sockmap_pair *p)
+{
+	if (!p->installed)
+		return;
+	pthread_mutex_lock(&slot_lock);
+	if (owned)
+		owned[p->slot[0]] = owned[p->slot[1]] = 0;
+	in_use -= 2;
+	pthread_mutex_unlock(&slot_lock);
+	p->installed = false;
+	p->dir[0] = p->dir[1] = NULL;
 }

@@ -32,12 +32,8 @@
 #endif
 
 /* RFC 8446 section 4: handshake message and record content types */
-#define MT_NEW_SESSION_TICKET 4
-#define MT_FINISHED           20
-#define MT_KEY_UPDATE         24
-#define CT_ALERT              21
-#define CT_HANDSHAKE          22
-#define CT_APPLICATION_DATA   23
+#define MT_FINISHED   20
+#define MT_KEY_UPDATE 24
 
 struct rx_state {
 	uint8_t secret[EVP_MAX_MD_SIZE]; /* the peer's application_traffic_secret_0 */
@@ -277,63 +273,4 @@ out:
 		st->secret_len = 0;
 	}
 	return ok;
-}
-
-enum ktls13_record ktls13_control_record(int fd, uint8_t *buf, size_t cap, size_t *n, char *why,
-                                         size_t whylen)
-{
-	char cbuf[CMSG_SPACE(sizeof(unsigned char))];
-	struct iovec iov = {.iov_base = buf, .iov_len = cap};
-	struct msghdr msg = {.msg_iov = &iov,
-	                     .msg_iovlen = 1,
-	                     .msg_control = cbuf,
-	                     .msg_controllen = sizeof(cbuf)};
-	ssize_t r = recvmsg(fd, &msg, MSG_DONTWAIT);
-
-	*n = 0;
-	if (r < 0) {
-		if (errno == EAGAIN || errno == EINTR)
-			return KTLS13_AGAIN;
-		snprintf(why, whylen, "%s",
-		         errno == EBADMSG ? "a TLS record failed to decrypt in the kernel"
-		                          : strerror(errno));
-		return KTLS13_FATAL;
-	}
-	if (r == 0)
-		return KTLS13_CLOSE; /* TCP end without close_notify */
-	unsigned char type = CT_APPLICATION_DATA;
-	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm))
-		if (cm->cmsg_level == SOL_TLS && cm->cmsg_type == TLS_GET_RECORD_TYPE)
-			type = *(unsigned char *)CMSG_DATA(cm);
-	*n = (size_t)r;
-	switch (type) {
-	case CT_APPLICATION_DATA:
-		return KTLS13_DATA;
-	case CT_ALERT:
-		if (r >= 2 && buf[1] == 0)
-			return KTLS13_CLOSE;
-		snprintf(why, whylen, "TLS alert %u from the peer", r >= 2 ? buf[1] : 0);
-		return KTLS13_FATAL;
-	case CT_HANDSHAKE:
-		for (size_t off = 0; off + 4 <= (size_t)r;) {
-			size_t ml = (size_t)buf[off + 1] << 16 | (size_t)buf[off + 2] << 8 |
-			            buf[off + 3];
-			if (buf[off] == MT_KEY_UPDATE) {
-				snprintf(why, whylen,
-				         "the peer sent a TLS KeyUpdate, which kernel TLS "
-				         "receive cannot follow here");
-				return KTLS13_FATAL;
-			}
-			if (buf[off] != MT_NEW_SESSION_TICKET) {
-				snprintf(why, whylen, "unexpected TLS handshake message %u",
-				         buf[off]);
-				return KTLS13_FATAL;
-			}
-			off += 4 + ml;
-		}
-		return KTLS13_IGNORED;
-	default:
-		snprintf(why, whylen, "unexpected TLS record type %u", type);
-		return KTLS13_FATAL;
-	}
 }

@@ -61,3 +61,23 @@ def test_man_pages_render_without_warnings():
         r = subprocess.run(["groff", "-man", "-ww", "-z", "-Tutf8", os.path.join(REPO_ROOT, page)],
                            capture_output=True, text=True, timeout=30)
         assert r.returncode == 0 and r.stderr == "", (page, r.stderr)
+
+
+def test_unit_verifies(tmp_path):
+    """The unit as systemd 252 reads it (issue 23 changed ExecReload to --upgrade and
+    NotifyAccess to exec): every directive known, every executable present. The man
+    pages are checked by `make package-test`, where they are installed."""
+    import shutil
+    import pytest
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed")
+    with open(os.path.join(REPO_ROOT, "conf", "mailsplice.service")) as f:
+        text = f.read()
+    unit = tmp_path / "mailsplice.service"
+    unit.write_text(text.replace("/usr/sbin/mailspliced",
+                                 os.path.join(REPO_ROOT, "build", "mailspliced")))
+    r = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout + r.stderr == "", r.stdout + r.stderr
+    assert "ExecReload=/usr/sbin/mailspliced --upgrade -c /etc/mailsplice/mailsplice.toml" in text
+    assert "NotifyAccess=exec" in text and "RuntimeDirectory=mailsplice" in text
