@@ -38,6 +38,8 @@ enum backend_failure {
 	BACKEND_FAIL_BAD_LOGIN,   /* the identifier cannot be an account */
 };
 
+#define LOGIN_USER_MAX 255
+
 struct proto_ops {
 	const char *name;
 	/* send the greeting (client leg ready, TLS done if implicit) */
@@ -100,8 +102,8 @@ struct session {
 	char id[17];
 	uint64_t started_us;
 
-	struct conn client;
-	struct conn backend;
+	struct conn *client; /* the legs: NULL once the data path has the sockets */
+	struct conn *backend;
 	bool backend_open;
 	int backend_dest; /* the destination the open backend leg goes to, or -1 */
 
@@ -111,14 +113,15 @@ struct session {
 
 	/* client TLS */
 	bool client_tls;
-	char sni[256];
+	char *sni; /* NULL: none */
 	size_t starttls_discarded;
 
 	/* login */
 	unsigned auth_attempts;
-	char login_user[256]; /* as sent by the client */
-	char account[256];    /* canonical */
-	int dest;             /* destination index, -1 before routing */
+	char *login_user;  /* as sent by the client (at most LOGIN_USER_MAX); wiped at the hand-over
+	                    */
+	char account[256]; /* canonical */
+	int dest;          /* destination index, -1 before routing */
 	const struct cfg_destination *d;
 	const struct cfg_endpoint *ep;
 	bool routed_to_default;
@@ -130,7 +133,7 @@ struct session {
 	size_t n_addrs, addr_next;
 	unsigned connect_round;
 	struct evdns_getaddrinfo_request *dns_req;
-	char backend_err[200];
+	char *backend_err; /* the last connect failure */
 	bool backend_tls;
 
 	struct event *timer;  /* preauth_timeout (whole login), then close flush */
@@ -147,7 +150,7 @@ struct session {
 
 	struct relay *relay;
 	const char *end_reason;
-	char end_detail[128]; /* the relay's error text, if any (session line "detail=") */
+	char *end_detail; /* the relay's error text, if any (session line "detail=") */
 	uint64_t bytes_up, bytes_down;
 	const char *path_up, *path_down;
 

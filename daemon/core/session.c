@@ -66,7 +66,7 @@ static void log_session(struct session *s)
 	lb_str(&lb, "listener", s->ls->name);
 	lb_str(&lb, "client", s->peer_str);
 	lb_str(&lb, "tls", s->client_tls ? "yes" : "no");
-	if (s->sni[0])
+	if (s->sni)
 		lb_str(&lb, "sni", s->sni);
 	lb_str(&lb, "account", s->account[0] ? s->account : NULL);
 	lb_str(&lb, "destination", s->d ? s->d->name : NULL);
@@ -79,11 +79,67 @@ static void log_session(struct session *s)
 	lb_uint(&lb, "auth_failures", s->auth_attempts);
 	lb_uint(&lb, "duration_ms", dur);
 	lb_str(&lb, "end", s->end_reason ? s->end_reason : "closed");
-	if (s->end_detail[0])
+	if (s->end_detail)
 		lb_str(&lb, "detail", s->end_detail);
 	if (s->moves)
 		lb_uint(&lb, "moves", s->moves);
 	lb_emit(&lb);
+}
+
+/* The login name as the client sent it is a credential of sorts: wiped. */
+static void drop_login_user(struct session *s)
+{
+	if (!s->login_user)
+		return;
+	OPENSSL_cleanse(s->login_user, strlen(s->login_user));
+	free(s->login_user);
+	s->login_user = NULL;
+}
+
+static void set_login_user(struct session *s, const char *user)
+{
+	drop_login_user(s);
+	s->login_user = xstrndup(user, LOGIN_USER_MAX);
+}
+
+/* Both legs live in one allocation (session_accept); a relayed session has
+ * none: the data path owns the sockets. */
+static void free_legs(struct session *s)
+{
+	free(s->client);
+	s->client = s->backend = NULL;
+}
+
+/* The data path has both sockets: give back what only the login needed
+ * (the protocol's state and its credentials, the legs, the login's timers
+ * and strings), so that an idle relayed session costs little more than its
+ * relay (docs/datapath.md). Deferred from session_login_succeeded, where
+ * the protocol module is still on the stack. */
+static void shed_login_state(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+
+	if (s->ending)
+		return; /* on_end frees it all */
+	if (s->ops->free)
+		s->ops->free(s);
+	s->proto = NULL;
+	free_legs(s);
+	free(s->backend_err);
+	s->backend_err = NULL;
+	free(s->addrs);
+	s->addrs = NULL;
+	s->n_addrs = s->addr_next = 0;
+	drop_login_user(s);
+	if (s->btimer)
+		event_free(s->btimer);
+	if (s->retry)
+		event_free(s->retry);
+	if (s->pp_ev)
+		event_free(s->pp_ev);
+	s->btimer = s->retry = s->pp_ev = NULL;
+	event_free(s->timer); /* this event: libevent allows it from its callback */
+	s->timer = NULL;
 }
 
 static void on_end(evutil_socket_t fd, short what, void *arg)
@@ -101,10 +157,11 @@ static void on_end(evutil_socket_t fd, short what, void *arg)
 	route_lookup_cancel(s->lookup);
 	if (s->dns_req)
 		evdns_getaddrinfo_cancel(s->dns_req); /* calls back with EVUTIL_EAI_CANCEL */
-	if (s->client.fd >= 0 || s->client.in)
-		conn_release(&s->client, false);
+	if (s->client && (s->client->fd >= 0 || s->client->in))
+		conn_release(s->client, false);
 	if (s->backend_open)
-		conn_release(&s->backend, false);
+		conn_release(s->backend, false);
+	free_legs(s);
 	if (s->timer)
 		event_free(s->timer);
 	if (s->btimer)
@@ -117,9 +174,12 @@ static void on_end(evutil_socket_t fd, short what, void *arg)
 	if (s->ops && s->ops->free)
 		s->ops->free(s);
 	free(s->addrs);
+	free(s->backend_err);
+	free(s->sni);
+	free(s->end_detail);
 	atomic_fetch_sub(&srv->listener_conns[s->listener_index], 1);
 	worker_session_removed(s->w, s);
-	OPENSSL_cleanse(s->login_user, sizeof(s->login_user));
+	drop_login_user(s);
 	free(s);
 }
 
@@ -132,13 +192,13 @@ static void end_session(struct session *s, const char *reason)
 	s->phase = PHASE_CLOSING;
 	if (!s->end_reason)
 		s->end_reason = reason;
-	if (s->client.fd >= 0 && s->client.rev) {
-		event_del(s->client.rev);
-		event_del(s->client.wev);
+	if (s->client && s->client->fd >= 0 && s->client->rev) {
+		event_del(s->client->rev);
+		event_del(s->client->wev);
 	}
 	if (s->backend_open) {
-		event_del(s->backend.rev);
-		event_del(s->backend.wev);
+		event_del(s->backend->rev);
+		event_del(s->backend->wev);
 	}
 	event_active(s->end_ev, EV_TIMEOUT, 0);
 }
@@ -152,19 +212,23 @@ void session_close(struct session *s, const char *reason)
 	if (!s->end_reason)
 		s->end_reason = reason;
 	if (s->backend_open) {
-		conn_release(&s->backend, false);
+		conn_release(s->backend, false);
 		s->backend_open = false;
 	}
-	conn_read_stop(&s->client);
-	if (s->client.fd < 0 || s->client.failed || evbuffer_get_length(s->client.out) == 0) {
+	if (!s->client) { /* relayed: nothing of ours to flush */
+		end_session(s, reason);
+		return;
+	}
+	conn_read_stop(s->client);
+	if (s->client->fd < 0 || s->client->failed || evbuffer_get_length(s->client->out) == 0) {
 		end_session(s, reason);
 		return;
 	}
 	/* let the goodbye reach the client, but not for ever */
-	s->client.notify_drained = true;
+	s->client->notify_drained = true;
 	struct timeval tv = {CLOSE_FLUSH_MS / 1000, 0};
 	evtimer_add(s->timer, &tv);
-	conn_flush(&s->client);
+	conn_flush(s->client);
 }
 
 void session_abort(struct session *s, const char *reason)
@@ -188,7 +252,8 @@ void session_abort(struct session *s, const char *reason)
 		session_close(s, reason);
 		return;
 	}
-	conn_set_abortive(&s->client);
+	if (s->client)
+		conn_set_abortive(s->client);
 	end_session(s, reason);
 }
 
@@ -315,8 +380,11 @@ void session_accept(struct worker *w, size_t li, int fd, const struct sockaddr_s
 	s->end_ev = event_new(w->base, -1, 0, on_end, s);
 	s->timer = evtimer_new(w->base, on_timer, s);
 	s->btimer = evtimer_new(w->base, on_backend_timer, s);
-	if (!s->end_ev || !s->timer || !s->btimer ||
-	    !conn_init(&s->client, w->base, fd, client_cb, s)) {
+	s->client = calloc(2, sizeof(*s->client)); /* both legs, freed at the hand-over */
+	if (s->client)
+		s->backend = s->client + 1;
+	if (!s->end_ev || !s->timer || !s->btimer || !s->client ||
+	    !conn_init(s->client, w->base, fd, client_cb, s)) {
 		/* nothing registered yet: undo by hand */
 		if (s->end_ev)
 			event_free(s->end_ev);
@@ -324,13 +392,17 @@ void session_accept(struct worker *w, size_t li, int fd, const struct sockaddr_s
 			event_free(s->timer);
 		if (s->btimer)
 			event_free(s->btimer);
-		conn_release(&s->client, false);
+		if (s->client)
+			conn_release(s->client, false);
+		else
+			close(fd);
+		free_legs(s);
 		atomic_fetch_sub(&srv->listener_conns[li], 1);
 		free(s);
 		return;
 	}
-	s->client.in_max = srv->cfg->max_line_length + srv->cfg->max_literal_size + 1024;
-	s->client.out_max = 256 * 1024;
+	s->client->in_max = srv->cfg->max_line_length + srv->cfg->max_literal_size + 1024;
+	s->client->out_max = 256 * 1024;
 
 	s->live.id = 0;
 	str_copy(s->live.session_id, s->id, sizeof(s->live.session_id));
@@ -364,7 +436,7 @@ void session_accept(struct worker *w, size_t li, int fd, const struct sockaddr_s
 		        "listener=%s client=%s error=\"not a trusted "
 		        "balancer; a PROXY header is required\"",
 		        ls->name, s->peer_str);
-		conn_set_abortive(&s->client);
+		conn_set_abortive(s->client);
 		end_session(s, "untrusted balancer");
 		return;
 	}
@@ -438,30 +510,30 @@ static void start_client(struct session *s)
 			end_session(s, "TLS setup failed");
 			return;
 		}
-		conn_start_tls(&s->client, ssl, true, NULL);
+		conn_start_tls(s->client, ssl, true, NULL);
 		return;
 	}
 	s->phase = PHASE_LOGIN;
 	s->ops->greet(s);
-	conn_read_start(&s->client);
+	conn_read_start(s->client);
 }
 
 /* ---- the client leg ---- */
 
 static void client_tls_done(struct session *s)
 {
-	const char *sni = SSL_get_servername(s->client.ssl, TLSEXT_NAMETYPE_host_name);
+	const char *sni = SSL_get_servername(s->client->ssl, TLSEXT_NAMETYPE_host_name);
 
 	s->client_tls = true;
 	if (sni)
-		str_copy(s->sni, sni, sizeof(s->sni));
+		s->sni = xstrndup(sni, 255); /* a DNS name: at most 255 octets */
 	bool implicit = s->ls->tls == TLS_MODE_IMPLICIT;
 	s->phase = PHASE_LOGIN;
 	if (implicit)
 		s->ops->greet(s);
 	else if (s->ops->client_tls_started)
 		s->ops->client_tls_started(s);
-	conn_read_start(&s->client);
+	conn_read_start(s->client);
 }
 
 static void client_cb(struct conn *c, enum conn_event ev, void *arg)
@@ -489,7 +561,7 @@ static void client_cb(struct conn *c, enum conn_event ev, void *arg)
 		/* the conn stopped reading when its buffer filled up, before
 		 * the protocol drained it: look again */
 		if (!s->ending && !s->closing && s->phase == PHASE_LOGIN)
-			conn_read_start(&s->client);
+			conn_read_start(s->client);
 		return;
 	case CONN_EV_EOF:
 		/* the relay reads the FIN again from the socket */
@@ -531,20 +603,20 @@ void session_reply(struct session *s, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (s->ending || s->client.fd < 0)
+	if (s->ending || !s->client || s->client->fd < 0)
 		return;
 	va_start(ap, fmt);
-	evbuffer_add_vprintf(s->client.out, fmt, ap);
+	evbuffer_add_vprintf(s->client->out, fmt, ap);
 	va_end(ap);
-	conn_flush(&s->client);
+	conn_flush(s->client);
 }
 
 void session_reply_raw(struct session *s, const void *data, size_t len)
 {
-	if (s->ending || s->client.fd < 0)
+	if (s->ending || !s->client || s->client->fd < 0)
 		return;
-	conn_write(&s->client, data, len);
-	conn_flush(&s->client);
+	conn_write(s->client, data, len);
+	conn_flush(s->client);
 }
 
 void session_client_starttls(struct session *s)
@@ -553,15 +625,15 @@ void session_client_starttls(struct session *s)
 		session_close(s, "no certificate for STARTTLS");
 		return;
 	}
-	conn_read_stop(&s->client);
+	conn_read_stop(s->client);
 	s->phase = PHASE_CLIENT_TLS; /* handshake: input is not parsed */
 	s->starttls_pending = true;
-	s->client.notify_drained = true;
-	if (evbuffer_get_length(s->client.out) == 0) {
-		client_cb(&s->client, CONN_EV_DRAINED, s);
+	s->client->notify_drained = true;
+	if (evbuffer_get_length(s->client->out) == 0) {
+		client_cb(s->client, CONN_EV_DRAINED, s);
 		return;
 	}
-	conn_flush(&s->client);
+	conn_flush(s->client);
 }
 
 bool session_client_secure(const struct session *s)
@@ -583,9 +655,9 @@ bool session_plain_auth_allowed(const struct session *s)
 void session_client_pause(struct session *s, bool pause)
 {
 	if (pause)
-		conn_read_stop(&s->client);
+		conn_read_stop(s->client);
 	else if (!s->ending && !s->closing)
-		conn_read_start(&s->client);
+		conn_read_start(s->client);
 }
 
 /* ---- routing and the backend connection ---- */
@@ -604,7 +676,7 @@ static void fail_login(struct session *s, enum backend_failure why, const char *
 		metrics_login(s->ls->protocol, LOGIN_TEMPFAIL);
 	evtimer_del(s->btimer);
 	if (s->backend_open) {
-		conn_release(&s->backend, false);
+		conn_release(s->backend, false);
 		s->backend_open = false;
 	}
 	s->phase = PHASE_LOGIN;
@@ -631,7 +703,7 @@ void session_login(struct session *s, const char *login_user)
 		session_client_pause(s, true);
 	s->phase = PHASE_BACKEND;
 	s->hold_since_ms = 0;
-	str_copy(s->login_user, login_user, sizeof(s->login_user));
+	set_login_user(s, login_user);
 	bad = account_canonical(&cfg->rules, login_user, strlen(login_user), s->account,
 	                        sizeof(s->account));
 	if (bad) {
@@ -838,11 +910,26 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
 		connect_next(s);
 }
 
+static void set_backend_err(struct session *s, const char *fmt, ...)
+        __attribute__((format(printf, 2, 3)));
+static void set_backend_err(struct session *s, const char *fmt, ...)
+{
+	char buf[200];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	free(s->backend_err);
+	s->backend_err = xstrdup(buf);
+}
+
 static void connect_failed(struct session *s, const char *err)
 {
-	str_copy(s->backend_err, err, sizeof(s->backend_err));
+	if (err != s->backend_err)
+		set_backend_err(s, "%s", err);
 	if (s->backend_open) {
-		conn_release(&s->backend, false);
+		conn_release(s->backend, false);
 		s->backend_open = false;
 	}
 	if (s->addr_next < s->n_addrs) {
@@ -906,15 +993,15 @@ static void connect_next(struct session *s)
 	        sockaddr_str(&dst, addr, sizeof(addr)));
 	s->backend_tls = false;
 	s->backend_connected = false;
-	if (!conn_connect(&s->backend, s->w->base, has_src ? (struct sockaddr *)&src : NULL, slen,
+	if (!conn_connect(s->backend, s->w->base, has_src ? (struct sockaddr *)&src : NULL, slen,
 	                  (struct sockaddr *)&dst, dlen, backend_cb, s)) {
 		char why[300];
-		snprintf(why, sizeof(why), "%s: %s", addr, s->backend.err);
+		snprintf(why, sizeof(why), "%s: %s", addr, s->backend->err);
 		connect_failed(s, why);
 		return;
 	}
 	s->backend_open = true;
-	s->backend.in_max = s->cfg->max_line_length * 4 + SASL_LINE_MAX;
+	s->backend->in_max = s->cfg->max_line_length * 4 + SASL_LINE_MAX;
 }
 
 void session_announce_info(const struct session *s, struct announce_info *info)
@@ -923,11 +1010,11 @@ void session_announce_info(const struct session *s, struct announce_info *info)
 	info->client = s->peer;
 	info->local = s->local;
 	info->session_id = s->id;
-	info->sni = s->sni[0] ? s->sni : NULL;
+	info->sni = s->sni;
 	info->tls = s->client_tls;
-	if (s->client_tls && s->client.ssl) {
-		info->tls_version = SSL_get_version(s->client.ssl);
-		const SSL_CIPHER *c = SSL_get_current_cipher(s->client.ssl);
+	if (s->client_tls && s->client->ssl) {
+		info->tls_version = SSL_get_version(s->client->ssl);
+		const SSL_CIPHER *c = SSL_get_current_cipher(s->client->ssl);
 		info->tls_cipher = c ? SSL_CIPHER_get_name(c) : NULL;
 	}
 	info->ttl = s->cfg->proxy_ttl > 0 ? s->cfg->proxy_ttl - 1 : 0;
@@ -956,14 +1043,13 @@ static bool send_proxy_header(struct session *s)
 	else
 		n = proxy_v2_build(&info, buf, PROXY_V2_SEND_MAX);
 	if (n == 0) {
-		str_copy(s->backend_err, "cannot build a PROXY header for this client address",
-		         sizeof(s->backend_err));
+		set_backend_err(s, "cannot build a PROXY header for this client address");
 		return false;
 	}
-	ssize_t w = send(s->backend.fd, buf, n, MSG_NOSIGNAL);
+	ssize_t w = send(s->backend->fd, buf, n, MSG_NOSIGNAL);
 	if (w != (ssize_t)n) {
-		snprintf(s->backend_err, sizeof(s->backend_err), "sending PROXY header: %s",
-		         w < 0 ? strerror(errno) : "short write");
+		set_backend_err(s, "sending PROXY header: %s",
+		                w < 0 ? strerror(errno) : "short write");
 		return false;
 	}
 	return true;
@@ -984,11 +1070,11 @@ static void backend_connected(struct session *s)
 			return;
 		}
 		s->backend_implicit_pending = true;
-		conn_start_tls(&s->backend, ssl, false, NULL);
+		conn_start_tls(s->backend, ssl, false, NULL);
 		return;
 	}
 	health_record_success((size_t)s->dest);
-	conn_read_start(&s->backend);
+	conn_read_start(s->backend);
 	s->ops->backend_ready(s);
 }
 
@@ -1008,10 +1094,10 @@ static void backend_cb(struct conn *c, enum conn_event ev, void *arg)
 		if (s->backend_implicit_pending) {
 			s->backend_implicit_pending = false;
 			health_record_success((size_t)s->dest);
-			conn_read_start(&s->backend);
+			conn_read_start(s->backend);
 			s->ops->backend_ready(s);
 		} else {
-			conn_read_start(&s->backend);
+			conn_read_start(s->backend);
 			s->ops->backend_tls_done(s);
 		}
 		return;
@@ -1019,12 +1105,12 @@ static void backend_cb(struct conn *c, enum conn_event ev, void *arg)
 		if (s->phase == PHASE_BACKEND)
 			s->ops->backend_input(s);
 		if (!s->ending && !s->closing && s->phase == PHASE_BACKEND && s->backend_open &&
-		    s->backend.eof) {
+		    s->backend->eof) {
 			session_backend_broken(s, "backend closed the connection");
 			return;
 		}
 		if (!s->ending && !s->closing && s->phase == PHASE_BACKEND && s->backend_open)
-			conn_read_start(&s->backend);
+			conn_read_start(s->backend);
 		return;
 	case CONN_EV_EOF:
 		session_backend_broken(s, "backend closed the connection");
@@ -1053,8 +1139,8 @@ void session_backend_send(struct session *s, const void *data, size_t len)
 {
 	if (!s->backend_open)
 		return;
-	conn_write(&s->backend, data, len);
-	conn_flush(&s->backend);
+	conn_write(s->backend, data, len);
+	conn_flush(s->backend);
 }
 
 void session_backend_printf(struct session *s, const char *fmt, ...)
@@ -1064,9 +1150,9 @@ void session_backend_printf(struct session *s, const char *fmt, ...)
 	if (!s->backend_open)
 		return;
 	va_start(ap, fmt);
-	evbuffer_add_vprintf(s->backend.out, fmt, ap);
+	evbuffer_add_vprintf(s->backend->out, fmt, ap);
 	va_end(ap);
-	conn_flush(&s->backend);
+	conn_flush(s->backend);
 }
 
 void session_backend_starttls(struct session *s)
@@ -1080,7 +1166,7 @@ void session_backend_starttls(struct session *s)
 	}
 	/* anything the backend sent after its STARTTLS reply is dropped by
 	 * conn_start_tls: it cannot have come through the TLS session */
-	conn_start_tls(&s->backend, ssl, false, NULL);
+	conn_start_tls(s->backend, ssl, false, NULL);
 }
 
 void session_backend_broken(struct session *s, const char *why)
@@ -1096,7 +1182,7 @@ bool session_login_failed(struct session *s, const char *why)
 
 	evtimer_del(s->btimer);
 	if (s->backend_open) {
-		conn_release(&s->backend, false);
+		conn_release(s->backend, false);
 		s->backend_open = false;
 	}
 	s->auth_attempts++;
@@ -1136,10 +1222,9 @@ static void relay_done(void *arg, const struct relay_stats *st)
 	s->bytes_down += st->backend_to_client;
 	s->path_up = st->path_up;
 	s->path_down = st->path_down;
-	/* the relay closed both fds already */
-	s->client.fd = -1;
 	s->end_reason = relay_end_name(st->end);
-	str_copy(s->end_detail, st->detail, sizeof(s->end_detail));
+	if (st->detail[0])
+		s->end_detail = xstrdup(st->detail);
 	end_session(s, s->end_reason);
 }
 
@@ -1152,8 +1237,8 @@ static void set_relay_state(struct live_session *ls, void *arg)
 
 void session_login_succeeded(struct session *s)
 {
-	struct relay_leg client = {.fd = s->client.fd, .ssl = s->client.ssl};
-	struct relay_leg backend = {.fd = s->backend.fd, .ssl = s->backend.ssl};
+	struct relay_leg client = {.fd = s->client->fd, .ssl = s->client->ssl};
+	struct relay_leg backend = {.fd = s->backend->fd, .ssl = s->backend->ssl};
 	struct relay_stats st;
 
 	evtimer_del(s->timer);
@@ -1164,16 +1249,16 @@ void session_login_succeeded(struct session *s)
 	 * before anything the other side sends from now on */
 	client.pending = evbuffer_new();
 	backend.pending = evbuffer_new();
-	evbuffer_add_buffer(client.pending, s->backend.out);
-	evbuffer_add_buffer(client.pending, s->client.in);
-	evbuffer_add_buffer(backend.pending, s->client.out);
-	evbuffer_add_buffer(backend.pending, s->backend.in);
-	s->client.ssl = NULL;
-	s->backend.ssl = NULL;
-	conn_release(&s->client, true);
-	conn_release(&s->backend, true);
+	evbuffer_add_buffer(client.pending, s->backend->out);
+	evbuffer_add_buffer(client.pending, s->client->in);
+	evbuffer_add_buffer(backend.pending, s->client->out);
+	evbuffer_add_buffer(backend.pending, s->backend->in);
+	s->client->ssl = NULL;
+	s->backend->ssl = NULL;
+	conn_release(s->client, true);
+	conn_release(s->backend, true);
 	s->backend_open = false;
-	s->client.fd = -1;
+	s->client->fd = -1;
 
 	struct relay_opts opts = {.idle_ms = s->cfg->bridge_idle_ms,
 	                          .mode = s->cfg->data_path,
@@ -1186,6 +1271,8 @@ void session_login_succeeded(struct session *s)
 		relay_peek(s->relay, &st);
 		registry_update(&s->live, set_relay_state, (void *)st.path_down);
 	}
+	event_assign(s->timer, s->w->base, -1, 0, shed_login_state, s);
+	event_active(s->timer, EV_TIMEOUT, 0);
 }
 
 /* ---- for HTTP: one login per request ---- */
@@ -1196,7 +1283,7 @@ void session_login_succeeded(struct session *s)
  * before reusing a leg that sat idle for a while). */
 static bool backend_reusable(struct session *s)
 {
-	struct conn *b = &s->backend;
+	struct conn *b = s->backend;
 
 	if (b->fd < 0 || b->eof || b->failed || b->connecting || b->handshaking ||
 	    evbuffer_get_length(b->in) > 0 || evbuffer_get_length(b->out) > 0)
@@ -1217,7 +1304,7 @@ void session_backend_drop(struct session *s)
 	if (s->retry)
 		evtimer_del(s->retry);
 	if (s->backend_open) {
-		conn_release(&s->backend, false);
+		conn_release(s->backend, false);
 		s->backend_open = false;
 	}
 	s->backend_connected = false;
@@ -1303,7 +1390,7 @@ int session_export(struct session *s, struct ho_session *rec, int *fds, char *wh
 	str_copy(rec->protocol, proto_name(s->ls->protocol), sizeof(rec->protocol));
 	str_copy(rec->client, s->peer_str, sizeof(rec->client));
 	str_copy(rec->destination, s->d ? s->d->name : "", sizeof(rec->destination));
-	str_copy(rec->sni, s->sni, sizeof(rec->sni));
+	str_copy(rec->sni, s->sni ? s->sni : "", sizeof(rec->sni));
 	rec->peer = s->peer;
 	rec->local = s->local;
 	rec->client_tls = s->client_tls;
@@ -1344,7 +1431,6 @@ void session_export_done(struct session *s, bool adopted, const char *detail)
 	s->path_down = st.path_down;
 	relay_export_release(s->relay);
 	s->relay = NULL;
-	s->client.fd = -1;
 	s->moved_away = true;
 	log_msg(LOG_INFO, "handover-session",
 	        "id=%s result=moved account=%s bytes_up=%llu "
@@ -1411,7 +1497,7 @@ bool session_adopt(struct worker *w, const struct ho_session *rec, int *fds, pid
 	str_copy(s->peer_str, rec->client, sizeof(s->peer_str));
 	str_copy(s->id, rec->id, sizeof(s->id));
 	str_copy(s->account, rec->account, sizeof(s->account));
-	str_copy(s->sni, rec->sni, sizeof(s->sni));
+	s->sni = rec->sni[0] ? xstrdup(rec->sni) : NULL;
 	s->client_tls = rec->client_tls;
 	s->routed_to_default = rec->routed_default;
 	s->auth_attempts = rec->auth_failures;
@@ -1420,7 +1506,6 @@ bool session_adopt(struct worker *w, const struct ho_session *rec, int *fds, pid
 	 * bytes_up/down, which stay 0 here) */
 	s->carried_up = rec->bytes_up;
 	s->carried_down = rec->bytes_down;
-	s->client.fd = -1;
 	s->end_ev = event_new(w->base, -1, 0, on_end, s);
 	if (!s->end_ev) {
 		free(s);

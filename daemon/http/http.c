@@ -167,7 +167,7 @@ static uint64_t progress_of(const struct http *h)
 	if (h->xfer)
 		n += xfer_moved(h->xfer);
 	if (h->rs == R_PEEK) /* the body we wait for is arriving */
-		n += evbuffer_get_length(h->s->client.in);
+		n += evbuffer_get_length(h->s->client->in);
 	return n;
 }
 
@@ -220,7 +220,7 @@ static void answer(struct session *s, unsigned status, bool keep_alive, const ch
 	h->status = status;
 	h->resp_started = true;
 	h->head_down += n;
-	send_to(&s->client, buf, n);
+	send_to(s->client, buf, n);
 	log_request(s, why);
 	metrics_http_request(dest, status);
 }
@@ -412,9 +412,9 @@ static void http_greet(struct session *s)
 	h->trust_forwarded = s->ls->forwarded && strcmp(s->ls->forwarded, "trust") == 0;
 	h->timer = evtimer_new(s->w->base, on_timer, s);
 	h->next_ev = event_new(s->w->base, -1, 0, on_next, s);
-	h->core_client_cb = s->client.cb;
-	s->client.cb = on_client;
-	s->client.in_max = cfg->http_max_head_size + cfg->http_body_extract_cap + IN_SLACK;
+	h->core_client_cb = s->client->cb;
+	s->client->cb = on_client;
+	s->client->in_max = cfg->http_max_head_size + cfg->http_body_extract_cap + IN_SLACK;
 	if (s->peer.ss_family == AF_INET6)
 		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&s->peer)->sin6_addr, h->client_ip,
 		          sizeof(h->client_ip));
@@ -512,7 +512,7 @@ static void start_request(struct session *s)
 		reset_request(h);
 		session_publish(s, "keepalive");
 		timer_set(h, T_KEEPALIVE);
-		if (evbuffer_get_length(s->client.in))
+		if (evbuffer_get_length(s->client->in))
 			event_active(h->next_ev, EV_TIMEOUT, 0);
 		return;
 	}
@@ -529,7 +529,7 @@ static void start_request(struct session *s)
 			/* the client waits for this before it sends the body we
 			 * must read to route (RFC 9110 10.1.1) */
 			static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-			send_to(&s->client, cont, sizeof(cont) - 1);
+			send_to(s->client, cont, sizeof(cont) - 1);
 			h->answered_continue = true;
 		}
 		timer_set(h, T_BODY);
@@ -562,10 +562,10 @@ static void check_kept_backend(struct session *s)
 	struct http *h = st(s);
 	char byte;
 
-	if (!s->backend_open || s->backend.fd < 0 ||
+	if (!s->backend_open || s->backend->fd < 0 ||
 	    now_ms() - h->backend_idle_ms < BACKEND_PEEK_AFTER_MS)
 		return;
-	ssize_t n = recv(s->backend.fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+	ssize_t n = recv(s->backend->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 		return;
 	/* closed, reset, or bytes nobody asked for (a close_notify) */
@@ -581,7 +581,7 @@ static void route_request(struct session *s)
 
 	if (h->rs == R_PEEK && !h->peek_chunked) {
 		body_len = (size_t)h->peek_want;
-		body = evbuffer_pullup(s->client.in, (ev_ssize_t)body_len);
+		body = evbuffer_pullup(s->client->in, (ev_ssize_t)body_len);
 	}
 	http_route_eval(h->router, h->route_idx, &h->req, body, body_len, &h->route);
 	h->routed = true;
@@ -632,7 +632,7 @@ static bool head_may_be_complete(struct http *h, struct evbuffer *in, size_t len
 static void try_head(struct session *s)
 {
 	struct http *h = st(s);
-	struct evbuffer *in = s->client.in;
+	struct evbuffer *in = s->client->in;
 	size_t len = evbuffer_get_length(in);
 	size_t max = cfg_of(s)->http_max_head_size;
 	unsigned status = 400;
@@ -682,7 +682,7 @@ static void try_head(struct session *s)
 		{
 			char buf[512];
 			size_t n = http_error_response(status, false, false, buf, sizeof(buf));
-			send_to(&s->client, buf, n);
+			send_to(s->client, buf, n);
 		}
 		metrics_http_request(-1, status);
 		close_session(s, "malformed request");
@@ -745,7 +745,7 @@ static void client_readable(struct session *s)
 	case R_PEEK:
 		if (h->peek_chunked) {
 			const char *why = NULL;
-			switch (chunked_precheck(h, s->client.in, &why)) {
+			switch (chunked_precheck(h, s->client->in, &why)) {
 			case PRECHECK_WAIT:
 				if (h->client_eof)
 					close_session(s, "client closed");
@@ -760,7 +760,7 @@ static void client_readable(struct session *s)
 			}
 			return;
 		}
-		if (evbuffer_get_length(s->client.in) >= h->peek_want) {
+		if (evbuffer_get_length(s->client->in) >= h->peek_want) {
 			route_request(s);
 			return;
 		}
@@ -797,8 +797,8 @@ static void xfer_done(void *arg, const struct xfer_result *r);
 static bool start_xfer(struct session *s, bool up, uint64_t n)
 {
 	struct http *h = st(s);
-	struct conn *src = up ? &s->client : &s->backend;
-	struct conn *dst = up ? &s->backend : &s->client;
+	struct conn *src = up ? s->client : s->backend;
+	struct conn *dst = up ? s->backend : s->client;
 	const struct config *cfg = cfg_of(s);
 
 	if (evbuffer_get_length(dst->out) > 0) {
@@ -877,20 +877,20 @@ static size_t move_chunked(struct session *s, struct body *b, struct evbuffer *f
 static void pump_up(struct session *s)
 {
 	struct http *h = st(s);
-	struct evbuffer *in = s->client.in;
+	struct evbuffer *in = s->client->in;
 
 	while (!h->up.done && !h->xfer && !h->xfer_pending_drain) {
 		size_t avail = evbuffer_get_length(in);
 		if (h->up.framing == HTTP_BODY_LENGTH) {
 			if (h->up.left > avail && h->up.left - avail >= XFER_MIN) {
-				conn_flush(&s->backend); /* the head goes first */
+				conn_flush(s->backend); /* the head goes first */
 				start_xfer(s, true, h->up.left);
 				return;
 			}
 			size_t take = avail < h->up.left ? avail : (size_t)h->up.left;
 			if (take == 0)
 				break;
-			evbuffer_remove_buffer(in, s->backend.out, take);
+			evbuffer_remove_buffer(in, s->backend->out, take);
 			h->up.left -= take;
 			h->up.moved += take;
 			h->up.done = h->up.left == 0;
@@ -899,12 +899,12 @@ static void pump_up(struct session *s)
 		} else if (h->up.framing == HTTP_BODY_CHUNKED) {
 			bool error;
 			const char *why = NULL;
-			move_chunked(s, &h->up, in, s->backend.out, &error, &why);
+			move_chunked(s, &h->up, in, s->backend->out, &error, &why);
 			if (!h->up.path && h->up.moved)
 				h->up.path = "userspace";
 			if (error) {
 				log_refused(s, 400, why ? why : "bad chunk");
-				conn_flush(&s->backend);
+				conn_flush(s->backend);
 				if (h->resp_started) {
 					close_session(s, "bad chunked body");
 					return;
@@ -914,7 +914,7 @@ static void pump_up(struct session *s)
 			}
 			uint64_t left = http_chunked_data_left(&h->up.ch);
 			if (!h->up.done && left >= XFER_MIN && evbuffer_get_length(in) < XFER_MIN) {
-				conn_flush(&s->backend);
+				conn_flush(s->backend);
 				start_xfer(s, true, left);
 				return;
 			}
@@ -924,7 +924,7 @@ static void pump_up(struct session *s)
 			h->up.done = true;
 		}
 	}
-	conn_flush(&s->backend);
+	conn_flush(s->backend);
 	if (h->xfer || h->xfer_pending_drain)
 		return;
 	if (h->up.done) {
@@ -943,11 +943,11 @@ static void pump_up(struct session *s)
 		return;
 	}
 	/* backpressure: a backend that reads slowly slows the client down */
-	if (!conn_writable(&s->backend)) {
-		conn_read_stop(&s->client);
-		s->backend.notify_drained = true;
+	if (!conn_writable(s->backend)) {
+		conn_read_stop(s->client);
+		s->backend->notify_drained = true;
 	} else {
-		conn_read_start(&s->client);
+		conn_read_start(s->client);
 	}
 	if (h->timer_kind != T_BODY)
 		timer_set(h, T_BODY);
@@ -957,20 +957,20 @@ static void pump_up(struct session *s)
 static void pump_down(struct session *s)
 {
 	struct http *h = st(s);
-	struct evbuffer *in = s->backend.in;
+	struct evbuffer *in = s->backend->in;
 
 	while (!h->down.done && !h->xfer && !h->xfer_pending_drain) {
 		size_t avail = evbuffer_get_length(in);
 		if (h->down.framing == HTTP_BODY_LENGTH) {
 			if (h->down.left > avail && h->down.left - avail >= XFER_MIN) {
-				conn_flush(&s->client);
+				conn_flush(s->client);
 				start_xfer(s, false, h->down.left);
 				return;
 			}
 			size_t take = avail < h->down.left ? avail : (size_t)h->down.left;
 			if (take == 0)
 				break;
-			evbuffer_remove_buffer(in, s->client.out, take);
+			evbuffer_remove_buffer(in, s->client->out, take);
 			h->down.left -= take;
 			h->down.moved += take;
 			h->down.done = h->down.left == 0;
@@ -979,7 +979,7 @@ static void pump_down(struct session *s)
 		} else if (h->down.framing == HTTP_BODY_CHUNKED) {
 			bool error;
 			const char *why = NULL;
-			move_chunked(s, &h->down, in, s->client.out, &error, &why);
+			move_chunked(s, &h->down, in, s->client->out, &error, &why);
 			if (!h->down.path && h->down.moved)
 				h->down.path = "userspace";
 			if (error) {
@@ -992,14 +992,14 @@ static void pump_down(struct session *s)
 				lb_str(&lb, "error", why ? why : "bad chunk");
 				lb_emit(&lb);
 				log_request(s, "bad chunked response");
-				conn_set_abortive(&s->client);
+				conn_set_abortive(s->client);
 				close_session(s, "bad chunked response");
 				return;
 			}
 			uint64_t left = http_chunked_data_left(&h->down.ch);
 			if (!h->down.done && left >= XFER_MIN &&
 			    evbuffer_get_length(in) < XFER_MIN) {
-				conn_flush(&s->client);
+				conn_flush(s->client);
 				start_xfer(s, false, left);
 				return;
 			}
@@ -1007,29 +1007,29 @@ static void pump_down(struct session *s)
 				break;
 		} else if (h->down.framing == HTTP_BODY_UNTIL_CLOSE) {
 			/* the end is the backend's FIN: hand the rest to xfer */
-			conn_flush(&s->client);
+			conn_flush(s->client);
 			start_xfer(s, false, XFER_UNTIL_EOF);
 			return;
 		} else {
 			h->down.done = true;
 		}
 	}
-	conn_flush(&s->client);
+	conn_flush(s->client);
 	if (h->xfer || h->xfer_pending_drain)
 		return;
 	if (h->down.done) {
 		finish_request(s);
 		return;
 	}
-	if (s->backend.eof) {
+	if (s->backend->eof) {
 		backend_gone(s, "backend closed the connection");
 		return;
 	}
-	if (!conn_writable(&s->client)) {
-		conn_read_stop(&s->backend);
-		s->client.notify_drained = true;
+	if (!conn_writable(s->client)) {
+		conn_read_stop(s->backend);
+		s->client->notify_drained = true;
 	} else {
-		conn_read_start(&s->backend);
+		conn_read_start(s->backend);
 	}
 	enum timer_kind want = h->event_stream ? T_STREAM : T_BODY;
 	if (h->timer_kind != want)
@@ -1056,7 +1056,7 @@ static void xfer_done(void *arg, const struct xfer_result *r)
 		else if (b->framing == HTTP_BODY_UNTIL_CLOSE)
 			b->done = true;
 		if (up) {
-			conn_read_start(&s->client);
+			conn_read_start(s->client);
 			pump_up(s);
 		} else {
 			if (b->framing == HTTP_BODY_UNTIL_CLOSE) {
@@ -1066,7 +1066,7 @@ static void xfer_done(void *arg, const struct xfer_result *r)
 				finish_request(s);
 				return;
 			}
-			conn_read_start(&s->backend);
+			conn_read_start(s->backend);
 			pump_down(s);
 		}
 		return;
@@ -1108,7 +1108,7 @@ static bool write_response_head(struct session *s, const struct http_head *resp,
 		return false;
 	size_t n = http_response_head_build(resp, keep_alive, out, cap);
 	if (n > 0) {
-		evbuffer_add(s->client.out, out, n); /* flushed with the body's first bytes */
+		evbuffer_add(s->client->out, out, n); /* flushed with the body's first bytes */
 		h->head_down += n;
 	}
 	if (out != small)
@@ -1143,7 +1143,7 @@ static void response_head(struct session *s)
 {
 	struct http *h = st(s);
 	const struct config *cfg = cfg_of(s);
-	struct evbuffer *in = s->backend.in;
+	struct evbuffer *in = s->backend->in;
 
 	while (!h->resp_started) {
 		size_t len = evbuffer_get_length(in);
@@ -1155,7 +1155,7 @@ static void response_head(struct session *s)
 		const char *why = NULL;
 		switch (http_parse_response(p, look, max, h->req.method, &h->resp, &why)) {
 		case HTTP_PARSE_NEED_MORE:
-			if (s->backend.eof)
+			if (s->backend->eof)
 				backend_gone(s, "backend closed the connection");
 			return;
 		case HTTP_PARSE_ERROR:
@@ -1183,7 +1183,7 @@ static void response_head(struct session *s)
 				return;
 			}
 			evbuffer_drain(in, h->resp.head_len);
-			conn_flush(&s->client);
+			conn_flush(s->client);
 			continue;
 		}
 		/* the final answer */
@@ -1207,7 +1207,7 @@ static void response_head(struct session *s)
 			}
 			h->xfer_pending_drain = false;
 			h->up_stopped = true;
-			conn_read_stop(&s->client);
+			conn_read_stop(s->client);
 		}
 		if (!write_response_head(s, &h->resp, h->keep_alive)) {
 			close_session(s, "out of memory");
@@ -1229,7 +1229,7 @@ static void backend_readable(struct session *s)
 	if (h->rs != R_FORWARD) {
 		/* an idle backend has nothing to say: a stray answer makes
 		 * the leg unusable for the next request */
-		if (evbuffer_get_length(s->backend.in) > 0 || s->backend.eof)
+		if (evbuffer_get_length(s->backend->in) > 0 || s->backend->eof)
 			session_backend_drop(s);
 		return;
 	}
@@ -1253,9 +1253,9 @@ static void backend_gone(struct session *s, const char *why)
 	}
 	if (h->resp_started && h->down.framing == HTTP_BODY_UNTIL_CLOSE && !h->xfer) {
 		/* the FIN is the end of this body */
-		h->down.moved += evbuffer_get_length(s->backend.in);
-		evbuffer_add_buffer(s->client.out, s->backend.in);
-		conn_flush(&s->client);
+		h->down.moved += evbuffer_get_length(s->backend->in);
+		evbuffer_add_buffer(s->client->out, s->backend->in);
+		conn_flush(s->client);
 		h->down.done = true;
 		h->keep_alive = false;
 		h->backend_keep = false;
@@ -1263,7 +1263,7 @@ static void backend_gone(struct session *s, const char *why)
 		return;
 	}
 	if (!h->resp_started && h->backend_reused && h->replayable && !h->retried &&
-	    evbuffer_get_length(s->backend.in) == 0) {
+	    evbuffer_get_length(s->backend->in) == 0) {
 		/* the backend closed a kept connection as we reused it: the
 		 * request had no body, send it again on a fresh one */
 		h->retried = true;
@@ -1299,7 +1299,7 @@ static void client_drained(struct session *s)
 {
 	struct http *h = st(s);
 
-	s->client.notify_drained = false;
+	s->client->notify_drained = false;
 	if (h->xfer_pending_drain && !h->xfer_pending_up) {
 		start_xfer(s, false,
 		           h->down.framing == HTTP_BODY_UNTIL_CLOSE ? XFER_UNTIL_EOF
@@ -1309,7 +1309,7 @@ static void client_drained(struct session *s)
 		return;
 	}
 	if (h->rs == R_FORWARD && h->resp_started && !h->down.done && !h->xfer) {
-		conn_read_start(&s->backend);
+		conn_read_start(s->backend);
 		pump_down(s);
 	}
 }
@@ -1318,7 +1318,7 @@ static void backend_drained(struct session *s)
 {
 	struct http *h = st(s);
 
-	s->backend.notify_drained = false;
+	s->backend->notify_drained = false;
 	if (h->xfer_pending_drain && h->xfer_pending_up) {
 		start_xfer(s, true,
 		           h->up.framing == HTTP_BODY_CHUNKED ? http_chunked_data_left(&h->up.ch)
@@ -1326,7 +1326,7 @@ static void backend_drained(struct session *s)
 		return;
 	}
 	if (h->rs == R_FORWARD && !h->up.done && !h->up_stopped && !h->xfer) {
-		conn_read_start(&s->client);
+		conn_read_start(s->client);
 		pump_up(s);
 	}
 }
@@ -1343,14 +1343,14 @@ static void finish_request(struct session *s)
 		close_session(s, h->client_eof ? "client closed" : "connection: close");
 		return;
 	}
-	if (!h->backend_keep || s->backend.eof || evbuffer_get_length(s->backend.in) > 0)
+	if (!h->backend_keep || s->backend->eof || evbuffer_get_length(s->backend->in) > 0)
 		session_backend_drop(s);
 	h->backend_idle_ms = now_ms();
 	reset_request(h);
 	session_next_login(s);
 	session_publish(s, "keepalive");
 	timer_set(h, T_KEEPALIVE);
-	if (evbuffer_get_length(s->client.in) > 0)
+	if (evbuffer_get_length(s->client->in) > 0)
 		event_active(h->next_ev, EV_TIMEOUT, 0);
 }
 
@@ -1366,7 +1366,7 @@ static void upgrade(struct session *s)
 		close_session(s, "out of memory");
 		return;
 	}
-	evbuffer_drain(s->backend.in, h->resp.head_len);
+	evbuffer_drain(s->backend->in, h->resp.head_len);
 	h->resp_started = true;
 	metrics_http_request(s->dest, 101);
 	log_request(s, "upgraded");
@@ -1384,11 +1384,11 @@ static void http_backend_ready(struct session *s)
 	struct http *h = st(s);
 	const struct config *cfg = cfg_of(s);
 
-	h->backend_reused = s->backend.cb == on_backend;
+	h->backend_reused = s->backend->cb == on_backend;
 	if (!h->backend_reused) {
-		h->core_backend_cb = s->backend.cb;
-		s->backend.cb = on_backend;
-		s->backend.in_max = cfg->http_max_head_size + IN_SLACK;
+		h->core_backend_cb = s->backend->cb;
+		s->backend->cb = on_backend;
+		s->backend->in_max = cfg->http_max_head_size + IN_SLACK;
 	}
 	session_preauth_done(s);
 	/* connected: backend_timeout counts again once the request is out */
@@ -1416,9 +1416,9 @@ static void http_backend_ready(struct session *s)
 	}
 	/* reading on before the head is queued: with bytes queued, the leg
 	 * would also arm its write event, for nothing (pump_up sends now) */
-	conn_read_start(&s->backend);
-	conn_read_start(&s->client);
-	evbuffer_add(s->backend.out, out, n);
+	conn_read_start(s->backend);
+	conn_read_start(s->client);
+	evbuffer_add(s->backend->out, out, n);
 	if (out != small)
 		free(out);
 	h->head_up = n;
@@ -1472,11 +1472,11 @@ static void http_goodbye(struct session *s, const char *why)
 		/* an idle connection just closes; half a head is a slow client
 		 * (or one the shutdown interrupts) */
 		bool kicked = strcmp(why, "kicked") == 0;
-		if (!kicked && (h->head_started || evbuffer_get_length(s->client.in) > 0)) {
+		if (!kicked && (h->head_started || evbuffer_get_length(s->client->in) > 0)) {
 			char buf[512];
 			unsigned status = timeout ? 408 : 503;
 			size_t n = http_error_response(status, false, false, buf, sizeof(buf));
-			send_to(&s->client, buf, n);
+			send_to(s->client, buf, n);
 			metrics_http_request(-1, status);
 		}
 		return;
@@ -1517,10 +1517,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 	case T_NONE:
 		return;
 	case T_KEEPALIVE:
-		if (h->head_started || evbuffer_get_length(s->client.in) > 0) {
+		if (h->head_started || evbuffer_get_length(s->client->in) > 0) {
 			char buf[512];
 			size_t n = http_error_response(408, false, false, buf, sizeof(buf));
-			send_to(&s->client, buf, n);
+			send_to(s->client, buf, n);
 			metrics_http_request(-1, 408);
 			close_session(s, "client too slow");
 			return;

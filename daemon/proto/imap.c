@@ -395,7 +395,7 @@ static void dispatch(struct session *s, const struct imap_command *cmd)
 static void imap_client_input(struct session *s)
 {
 	struct imap *m = st(s);
-	struct evbuffer *in = s->client.in;
+	struct evbuffer *in = s->client->in;
 	const struct imap_limits lim = {.max_line = s->cfg->max_line_length > SASL_LINE_MAX + 128
 	                                                    ? s->cfg->max_line_length
 	                                                    : SASL_LINE_MAX + 128,
@@ -415,7 +415,7 @@ static void imap_client_input(struct session *s)
 			continue;
 		}
 		if (m->cs == C_AUTH_CONT) {
-			long n = conn_line_len(&s->client, SASL_LINE_MAX + 3);
+			long n = conn_line_len(s->client, SASL_LINE_MAX + 3);
 			if (n == 0)
 				return;
 			if (n < 0) {
@@ -599,7 +599,7 @@ static void send_login(struct session *s)
 	const char *tag = next_tag(m);
 	size_t ul = strlen(user), pl = strlen(m->password);
 	if (m->has_literal_plus) {
-		struct evbuffer *out = s->backend.out;
+		struct evbuffer *out = s->backend->out;
 		evbuffer_add_printf(out, "%s LOGIN {%zu+}\r\n", tag, ul);
 		evbuffer_add(out, user, ul);
 		evbuffer_add_printf(out, " {%zu+}\r\n", pl);
@@ -659,7 +659,7 @@ static void verdict(struct session *s, enum imap_status status, const char *rest
 		return;
 	}
 	/* the client may have pipelined its next command meanwhile */
-	if (evbuffer_get_length(s->client.in))
+	if (evbuffer_get_length(s->client->in))
 		imap_client_input(s);
 }
 
@@ -779,16 +779,16 @@ static void backend_line(struct session *s, const char *line, size_t len)
 static void imap_backend_input(struct session *s)
 {
 	while (s->phase == PHASE_BACKEND && s->backend_open && !s->closing && !s->ending) {
-		long n = conn_line_len(&s->backend, BACKEND_LINE_MAX);
+		long n = conn_line_len(s->backend, BACKEND_LINE_MAX);
 		if (n == 0)
 			return;
 		if (n < 0) {
 			session_backend_broken(s, "backend response line too long");
 			return;
 		}
-		char *line = (char *)evbuffer_pullup(s->backend.in, n);
+		char *line = (char *)evbuffer_pullup(s->backend->in, n);
 		char *copy = xstrndup(line, (size_t)n);
-		evbuffer_drain(s->backend.in, (size_t)n);
+		evbuffer_drain(s->backend->in, (size_t)n);
 		backend_line(s, copy, (size_t)n);
 		free(copy);
 		/* after the verdict the rest of the buffer belongs to the data path */

@@ -267,11 +267,11 @@ static void dispatch(struct session *s, char *line)
 static void pop3_client_input(struct session *s)
 {
 	struct pop3 *m = st(s);
-	struct evbuffer *in = s->client.in;
+	struct evbuffer *in = s->client->in;
 
 	while (!s->closing && !s->ending && s->phase == PHASE_LOGIN && m->cs != C_WAITING &&
 	       m->cs != C_DONE && evbuffer_get_length(in) > 0) {
-		long n = conn_line_len(&s->client, LINE_MAX_CLIENT);
+		long n = conn_line_len(s->client, LINE_MAX_CLIENT);
 		if (n == 0)
 			return;
 		if (n < 0 || m->skip_line) {
@@ -502,7 +502,7 @@ static void backend_line(struct session *s, const char *line, size_t len)
 static void pop3_backend_input(struct session *s)
 {
 	while (s->phase == PHASE_BACKEND && s->backend_open && !s->closing && !s->ending) {
-		long n = conn_line_len(&s->backend, LINE_MAX_BACKEND);
+		long n = conn_line_len(s->backend, LINE_MAX_BACKEND);
 		if (n == 0)
 			return;
 		if (n < 0) {
@@ -515,7 +515,7 @@ static void pop3_backend_input(struct session *s)
 			session_backend_broken(s, "out of memory");
 			return;
 		}
-		evbuffer_remove(s->backend.in, line, (size_t)n);
+		evbuffer_remove(s->backend->in, line, (size_t)n);
 		line[n] = '\0';
 		backend_line(s, line, (size_t)n);
 		free(line);

@@ -220,7 +220,7 @@ static void auth_response(struct session *s, const struct imap_command *cmd)
 static void sieve_client_input(struct session *s)
 {
 	struct sieve *m = st(s);
-	struct evbuffer *in = s->client.in;
+	struct evbuffer *in = s->client->in;
 	const struct imap_limits lim = {.max_line = SASL_LINE_MAX + 128,
 	                                .max_literal = s->cfg->max_literal_size};
 
@@ -438,7 +438,7 @@ static void backend_line(struct session *s, const char *line, size_t len)
 static void sieve_backend_input(struct session *s)
 {
 	while (s->phase == PHASE_BACKEND && s->backend_open && !s->closing && !s->ending) {
-		long n = conn_line_len(&s->backend, BACKEND_LINE_MAX);
+		long n = conn_line_len(s->backend, BACKEND_LINE_MAX);
 		if (n == 0)
 			return;
 		if (n < 0) {
@@ -451,7 +451,7 @@ static void sieve_backend_input(struct session *s)
 			session_backend_broken(s, "out of memory");
 			return;
 		}
-		evbuffer_remove(s->backend.in, line, (size_t)n);
+		evbuffer_remove(s->backend->in, line, (size_t)n);
 		line[n] = '\0';
 		backend_line(s, line, (size_t)n);
 		free(line);

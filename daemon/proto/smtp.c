@@ -252,11 +252,11 @@ static void dispatch(struct session *s, const char *line, size_t len)
 static void submission_client_input(struct session *s)
 {
 	struct smtp *m = st(s);
-	struct evbuffer *in = s->client.in;
+	struct evbuffer *in = s->client->in;
 
 	while (!s->closing && !s->ending && s->phase == PHASE_LOGIN && m->cs != C_WAITING &&
 	       m->cs != C_DONE && evbuffer_get_length(in) > 0) {
-		long n = conn_line_len(&s->client, CLIENT_LINE_MAX);
+		long n = conn_line_len(s->client, CLIENT_LINE_MAX);
 		if (n == 0)
 			return;
 		if (n < 0 || m->skip_line) {
@@ -320,14 +320,14 @@ static int read_reply(struct session *s)
 	const char *error;
 
 	for (;;) {
-		long n = conn_line_len(&s->backend, SMTP_REPLY_LINE_MAX);
+		long n = conn_line_len(s->backend, SMTP_REPLY_LINE_MAX);
 		if (n == 0)
 			return 0;
 		if (n < 0) {
 			session_backend_broken(s, "backend SMTP reply line too long");
 			return -1;
 		}
-		const char *line = (const char *)evbuffer_pullup(s->backend.in, n);
+		const char *line = (const char *)evbuffer_pullup(s->backend->in, n);
 		enum smtp_reply_status r = smtp_reply_line(&m->parser, line, (size_t)n, &error);
 		if (r == SMTP_REPLY_ERROR) {
 			char why[128];
@@ -335,7 +335,7 @@ static int read_reply(struct session *s)
 			session_backend_broken(s, why);
 			return -1;
 		}
-		evbuffer_remove_buffer(s->backend.in, m->reply, (size_t)n);
+		evbuffer_remove_buffer(s->backend->in, m->reply, (size_t)n);
 		if (r == SMTP_REPLY_DONE)
 			return m->parser.code;
 	}
@@ -394,8 +394,8 @@ static bool send_xclient(struct session *s, bool with_helo)
 static void relay_reply_to_client(struct session *s)
 {
 	struct smtp *m = st(s);
-	evbuffer_add_buffer(s->client.out, m->reply);
-	conn_flush(&s->client);
+	evbuffer_add_buffer(s->client->out, m->reply);
+	conn_flush(s->client);
 }
 
 static void verdict(struct session *s, int code)
