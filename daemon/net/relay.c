@@ -750,21 +750,19 @@ static void hold(struct dir *d)
 
 /* Give the direction back to the verdict program: only when every byte it
  * passed up was read and written on, and dst's queue holds all it
- * redirected. "Every byte passed up was read" is a count, not a moment:
- * a passed skb can wait in the kernel's backlog work (the source's receive
- * memory was full) after a recv() here already returned EAGAIN, so the
- * program redirects again only while its passed count equals resume_at, the
- * count read here. Bytes that arrive meanwhile raise passed above it and
- * keep being passed until the next resume. */
+ * redirected (the caller checked both). "Every byte passed up was read" is a
+ * count, not a moment: a passed skb can wait in the kernel's backlog work
+ * (the source's receive memory was full) after a recv() here already
+ * returned EAGAIN, so the program redirects again only while its passed
+ * count equals resume_at, the count read here. Bytes that arrive meanwhile
+ * raise passed above it and keep being passed until the next resume. False
+ * while passed bytes are still on their way up (their read edge brings us
+ * back). */
 static bool try_resume(struct dir *d)
 {
 	struct kdir *k = d->k;
-
-	if (!pull(d, false))
-		return false;
-	if (buf_len(d) > 0 || d->src->eof)
-		return true; /* more to write first */
 	uint64_t passed = k->m->passed;
+
 	if (passed != k->taken) {
 		if (passed < k->taken && !k->pinned) {
 			/* read a byte the program never saw: counting is off,
@@ -776,10 +774,10 @@ static bool try_resume(struct dir *d)
 			        dir_name(relay_of(d->src), d), (unsigned long long)k->taken,
 			        (unsigned long long)passed);
 		}
-		return true; /* the rest is on its way up: wait for it */
+		return false;
 	}
 	if (!write_count(d->dst->fd, &k->r0))
-		return true;
+		return false;
 	k->red0 = k->m->redirected;
 	k->m->resume_at = passed;
 	k->m->rebase = 1;
@@ -802,16 +800,18 @@ static int needs_daemon(struct dir *d)
 	if (d->k->m->passed != d->k->taken)
 		return 1;
 	ssize_t n = recv(d->src->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-	if (n < 0 && (errno == EAGAIN || errno == EINTR))
-		return 0;
 	if (n < 0 && errno == EPIPE) {
 		/* the kernel's note that it could not forward the other leg's
-		 * FIN to this socket (sockmap_epipe); the peek read it off */
+		 * FIN to this socket (sockmap_epipe). The peek read it off;
+		 * what it hid (this socket's own end, say) is behind it, and
+		 * its edge has passed: look again */
 		log_msg(LOG_DEBUG, "relay-kernel",
 		        "dir=%s note=\"EPIPE from a redirected end of stream, ignored\"",
 		        dir_name(relay_of(d->src), d));
-		return 0;
+		n = recv(d->src->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
 	}
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return 0;
 	if (n < 0 && errno == ECONNRESET) {
 		reset_seen(relay_of(d->src), d->src);
 		return -1;
@@ -821,8 +821,9 @@ static int needs_daemon(struct dir *d)
 
 static bool step_sockmap(struct dir *d)
 {
-	struct leg *src = d->src;
+	struct leg *src = d->src, *dst = d->dst;
 	struct kdir *k = d->k;
+	uint64_t start = d->count;
 
 	if (k->kernel) {
 		if (!src->readable)
@@ -837,22 +838,39 @@ static bool step_sockmap(struct dir *d)
 		hold(d);
 	}
 	/* held: read what was passed up (bounded), wait for the kernel's
-	 * queue to reach dst, write, then resume */
-	if (can_read(src) && !pull(d, false))
-		return false;
-	if (!kernel_drained(d)) {
-		struct timeval tv = {0, (suseconds_t)k->drain_us};
-		evtimer_add(k->drain_ev, &tv);
+	 * queue to reach dst, write, and once nothing is left give the
+	 * direction back; loop, since no new edge comes for a socket that
+	 * still has bytes or room */
+	for (;;) {
+		if (buf_len(d) < USER_BUFFER && can_read(src) && !pull(d, false))
+			return false;
+		if (!kernel_drained(d)) {
+			struct timeval tv = {0, (suseconds_t)k->drain_us};
+			evtimer_add(k->drain_ev, &tv);
+			return true;
+		}
+		k->drain_us = DRAIN_POLL_MIN_US;
+		if (buf_len(d) > 0) {
+			if (!can_write(dst))
+				return true; /* its write edge brings us back */
+			if (!push(d))
+				return false;
+			if (buf_len(d) > 0)
+				return true;
+			if (d->count - start >= WAKE_BUDGET) {
+				resume_later(relay_of(src));
+				return true;
+			}
+			continue; /* more may have been passed up meanwhile */
+		}
+		drop_empty_buf(d);
+		if (src->eof || k->pinned)
+			return true; /* the end is forwarded by step() */
+		if (can_read(src))
+			continue;
+		try_resume(d);
 		return true;
 	}
-	k->drain_us = DRAIN_POLL_MIN_US;
-	if (!push(d))
-		return false;
-	if (buf_len(d) > 0)
-		return true;
-	if (src->eof || k->pinned)
-		return true; /* the end is forwarded by step() */
-	return try_resume(d);
 }
 
 /* ---- both directions ---- */
