@@ -39,6 +39,7 @@ threads = 2
 hostname = "mail.proxy.test"
 log_level = "debug"
 data_path = "sockmap"
+shutdown_grace = "1s"
 
 [routing]
 default_destination = "b"
@@ -118,6 +119,7 @@ def main():
     ap.add_argument("--timeout", type=int, default=120)
     a = ap.parse_args()
     state = tempfile.mkdtemp(prefix="ms-sockmap-")
+    print("state", state)
     os.chmod(state, 0o755)
     p = Proxy(state, "sockmap", CONFIG)
     try:
