@@ -59,7 +59,7 @@ TOOL_SRCS  := $(sort $(wildcard tools/*.c))
 TOOL_BINS  := $(TOOL_SRCS:tools/%.c=$(B)/%)
 # C helpers of the kernel-path tests (tests/kernel): the byte-exact stream checker and
 # the standalone sockmap reproducer (C + BPF, no daemon)
-KTEST_BINS := $(B)/tests/streamcheck
+KTEST_BINS := $(B)/tests/streamcheck $(B)/tests/sockmap_repro
 BENCH_SRCS := $(sort $(wildcard bench/*.c))
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(B)/bench/%)
 
@@ -249,10 +249,10 @@ bench-stores: all $(B)/bench/store_lookup
 	@/usr/bin/python3 bench/stores.py $(BENCH_ARGS)
 
 format:
-	clang-format -i $(wildcard daemon/*/*.c include/*.h tools/*.c tests/unit/*.[ch] bpf/*.c tests/fuzz/*.c)
+	clang-format -i $(wildcard daemon/*/*.c include/*.h tools/*.c tests/unit/*.[ch] bpf/*.c tests/fuzz/*.c tests/kernel/*.[ch])
 
 check-format:
-	@clang-format --dry-run -Werror $(wildcard daemon/*/*.c include/*.h tools/*.c tests/unit/*.[ch] bpf/*.c tests/fuzz/*.c)
+	@clang-format --dry-run -Werror $(wildcard daemon/*/*.c include/*.h tools/*.c tests/unit/*.[ch] bpf/*.c tests/fuzz/*.c tests/kernel/*.[ch])
 
 # The BPF program is compiled into the daemon (bpftool skeleton): no object
 # file to install. systemd's unit, tmpfiles and modules-load directories are

@@ -35,8 +35,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchlib import busy_jiffies, send_paced  # noqa: E402
 from tests.harness.proxy import CLIENT_ADDR, PROXY_ADDR, Proxy  # noqa: E402
 
-BACKEND = ("127.0.0.7", 29025)
-LISTEN = 29026
+PORT_OFFSET = int(os.environ.get("MS_PORT_OFFSET", "0"))  # several engineers, one machine
+BACKEND = ("127.0.0.7", 29025 + PORT_OFFSET)
+LISTEN = 29026 + PORT_OFFSET
 MIB = 1 << 20
 GIB = 1 << 30
 CHUNK = bytes(range(256)) * 4096  # 1 MiB

@@ -17,8 +17,9 @@ own interpreter lock) with one thread per connection, blocking sockets:
          plain backend port for the protocol asked.
 
 Every listener exists twice: plain, and expecting a PROXY protocol v2 header first (what
-mailsplice and HAProxy send). One more IMAP listener speaks implicit TLS for the direct
-TLS reference. FETCH is paced to `rate` bytes/s when rate > 0 (the fixed offered load).
+mailsplice and HAProxy send). Two more IMAP listeners speak implicit TLS: one for the
+direct TLS reference, one after a PROXY v2 header (a proxy's TLS backend leg, as in the
+kTLS measurements of bench/ktls_guest.py). FETCH is paced to `rate` bytes/s when rate > 0 (the fixed offered load).
 """
 
 import base64
@@ -35,7 +36,7 @@ LINE_MAX = 8192
 PROXY_V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 
 # port offsets from the base port
-IMAP, IMAP_PROXY, IMAPS, SMTP, SMTP_PROXY, AUTH_HTTP = range(6)
+IMAP, IMAP_PROXY, IMAPS, SMTP, SMTP_PROXY, AUTH_HTTP, IMAPS_PROXY = range(7)
 
 
 class Shared:
@@ -282,7 +283,16 @@ def serve(shared, host, base, cert, key, ready):
                 c.s = tls.wrap_socket(sock, server_side=True)
             if off in (IMAP_PROXY, SMTP_PROXY):
                 read_proxy_v2(c)
-            if off in (IMAP, IMAP_PROXY, IMAPS):
+            if off == IMAPS_PROXY:
+                # the PROXY header comes in the clear, then TLS (what a proxy with
+                # a TLS backend leg sends): read exactly the header, not into the
+                # ClientHello
+                head = sock.recv(16, socket.MSG_WAITALL)
+                if head[:12] != PROXY_V2_SIG:
+                    raise ValueError("no PROXY v2 header")
+                sock.recv(struct.unpack("!H", head[14:16])[0], socket.MSG_WAITALL)
+                c = Conn(tls.wrap_socket(sock, server_side=True))
+            if off in (IMAP, IMAP_PROXY, IMAPS, IMAPS_PROXY):
                 serve_imap(c, shared)
             elif off in (SMTP, SMTP_PROXY):
                 serve_smtp(c, shared)
@@ -303,7 +313,7 @@ def serve(shared, host, base, cert, key, ready):
             s, _ = ls.accept()
             threading.Thread(target=handle, args=(s, off), daemon=True).start()
 
-    for off in range(AUTH_HTTP + 1):
+    for off in range(IMAPS_PROXY + 1):
         ls = socket.socket()
         ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         ls.bind((host, base + off))

@@ -97,6 +97,7 @@ struct kdir {
 	unsigned drain_us;
 	uint64_t r0, red0; /* dst's write count and m->redirected at the last resume */
 	uint64_t taken;    /* bytes read from src since the pair joined the map */
+	uint64_t rx0;      /* bytes src had delivered to the daemon when the pair joined */
 };
 
 struct dir {
@@ -323,6 +324,63 @@ static bool can_write(const struct leg *l)
 	return l->writable || (l->write_wants_r && l->readable);
 }
 
+static bool tcp_info_of(int fd, struct tcp_info *ti)
+{
+	socklen_t len = sizeof(*ti);
+
+	memset(ti, 0, sizeof(*ti));
+	return getsockopt(fd, IPPROTO_TCP, TCP_INFO, ti, &len) == 0;
+}
+
+/* Has the peer's FIN arrived on this socket, by TCP's own state? Once a
+ * socket has a psock, recv() answers from the psock's queue, and a FIN the
+ * program was handed is not always reported there (seen on 6.1 and 6.18:
+ * the pair's end went unnoticed). */
+static bool fin_received(const struct tcp_info *ti)
+{
+	/* include/net/tcp_states.h: the states after a FIN came in */
+	enum { TIME_WAIT = 6, CLOSE = 7, CLOSE_WAIT = 8, LAST_ACK = 9, CLOSING = 11 };
+	switch (ti->tcpi_state) {
+	case CLOSE_WAIT:
+	case LAST_ACK:
+	case CLOSING:
+	case TIME_WAIT:
+	case CLOSE:
+		return true;
+	}
+	return false;
+}
+
+static void arm_drain_poll(struct dir *d);
+
+/* sockmap, held direction: the end of the source's stream, once every byte
+ * TCP received before the FIN went through the program (redirected or
+ * passed) and every passed byte was read here. Earlier, bytes still waiting
+ * for the program would be cut off by the FIN we forward. Bytes the kernel
+ * has not run the program over yet are nudged (SO_RCVLOWAT wakes the psock,
+ * as at sockmap_pair_add) and looked at again shortly. */
+static bool sockmap_src_ended(struct dir *d)
+{
+	struct tcp_info ti;
+	struct kdir *k = d->k;
+
+	if (!tcp_info_of(d->src->fd, &ti) || !fin_received(&ti))
+		return false;
+	if (ti.tcpi_bytes_received - k->rx0 == k->m->redirected + k->m->passed &&
+	    k->m->passed == k->taken)
+		return true;
+	log_msg(LOG_DEBUG, "relay-kernel",
+	        "dir=%s state=fin-pending received=%llu redirected=%llu passed=%llu taken=%llu",
+	        dir_name(relay_of(d->src), d),
+	        (unsigned long long)(ti.tcpi_bytes_received - k->rx0),
+	        (unsigned long long)k->m->redirected, (unsigned long long)k->m->passed,
+	        (unsigned long long)k->taken);
+	int one = 1;
+	setsockopt(d->src->fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
+	arm_drain_poll(d);
+	return false;
+}
+
 /* sockmap: a leg whose FIN the program redirected as a zero-length skb to
  * this socket's egress has that socket's redirect sending switched off and
  * SO_ERROR = EPIPE set (6.12, 6.18). The socket itself is fine: the error
@@ -430,11 +488,25 @@ static bool pull(struct dir *d, bool one)
 				v.iov_len = 0;
 				evbuffer_commit_space(buf, &v, 1);
 				if (n == 0) {
-					l->eof = true;
+					/* sockmap: recv() says "end" as soon as the
+					 * psock's queue is empty, even while bytes the
+					 * program passed up are still on their way to
+					 * it; the end is the end only once all of them
+					 * were read (sockmap_src_ended) */
+					if (!d->k || !d->k->m || d->k->m->passed == d->k->taken)
+						l->eof = true;
+					else {
+						l->readable = false;
+						arm_drain_poll(d);
+					}
 					return true;
 				}
 				if (err == EAGAIN) {
 					l->readable = false;
+					/* sockmap: the FIN may have gone to the program
+					 * rather than to recv() */
+					if (d->k && d->k->m && sockmap_src_ended(d))
+						l->eof = true;
 					return true;
 				}
 				if (err == EINTR || sockmap_epipe(d, l, err))
@@ -558,25 +630,17 @@ static bool step_user(struct dir *d)
 
 /* ---- splice engine ---- */
 
-static int splice_more_flag(void)
-{
-	static int more = -1;
-	if (more < 0) {
-		const char *e = getenv("MAILSPLICE_SPLICE_MORE");
-		more = e && *e == '1' ? SPLICE_F_MORE : 0;
-	}
-	return more;
-}
-
-/* pipe -> dst. Returns false if the relay finished. */
+/* pipe -> dst. Returns false if the relay finished. No SPLICE_F_MORE: it
+ * corks the last partial segment until the next write or ACK, which cost
+ * 64 % of FETCH and 91 % of DATA throughput here for no CPU saved
+ * (docs/datapath.md). */
 static bool splice_out(struct dir *d)
 {
 	struct relay *r = relay_of(d->src);
-	int more = d->src->readable ? splice_more_flag() : 0;
 
 	while (d->held > 0) {
 		ssize_t n = splice(d->pipe.rd, NULL, d->dst->fd, NULL, d->held,
-		                   SPLICE_F_NONBLOCK | SPLICE_F_MOVE | more);
+		                   SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
 		if (n > 0) {
 			d->held -= (uint32_t)n;
 			continue;
@@ -656,7 +720,8 @@ static bool step_splice(struct dir *d)
 	struct relay *r = relay_of(d->src);
 	struct leg *src = d->src, *dst = d->dst;
 	uint64_t start = d->count;
-	unsigned rounds = 0;
+	unsigned pipefuls = 0; /* pipes emptied into dst in this wake-up */
+	bool moved = false, drain = false;
 
 	for (;;) {
 		/* bytes read in user space go first, then the kernel's */
@@ -668,13 +733,20 @@ static bool step_splice(struct dir *d)
 			if (buf_len(d) > 0)
 				break;
 		}
-		if (d->held > 0) {
+		/* kernel TLS receive splices one record (16 KiB at most) per
+		 * call: gather records until the pipe is half full, then write
+		 * them out with one call */
+		bool gather = !drain && d->held > 0 && src->ktls_rx && src->readable && !src->eof &&
+		              d->held <= d->pipe.cap / 2 && d->count - start < WAKE_BUDGET;
+		if (d->held > 0 && !gather) {
 			if (!dst->writable)
 				break;
 			if (!splice_out(d))
 				return false;
 			if (d->held > 0)
 				break; /* dst is full: its write edge brings us back */
+			pipefuls++;
+			drain = false;
 		}
 		if (!src->readable || src->eof)
 			break;
@@ -685,16 +757,21 @@ static bool step_splice(struct dir *d)
 		enum in_result in = splice_in(d);
 		if (in == IN_FINISHED)
 			return false;
-		if (in == IN_STOP && d->held == 0 && buf_len(d) == 0)
-			break;
-		/* a second pipeful in one wake-up: the pipe is too small for
+		if (in == IN_STOP) {
+			if (d->held == 0 && buf_len(d) == 0)
+				break;
+			drain = true; /* write out what is there, then look again */
+			continue;
+		}
+		moved = true;
+		/* more after a pipeful in one wake-up: the pipe is too small for
 		 * what this direction is moving (it grows once empty) */
-		if (in == IN_MOVED && rounds++ > 0 && d->want < r->pipe_max)
+		if (pipefuls > 0 && d->want < r->pipe_max)
 			d->want = d->want * 4 < r->pipe_max ? d->want * 4 : r->pipe_max;
 	}
 	if (d->held == 0) {
 		/* a wake-up that found little to read needs no big pipe next time */
-		if (rounds > 0 && d->count - start < SPIPE_DEFAULT)
+		if (moved && d->count - start < SPIPE_DEFAULT)
 			d->want = SPIPE_DEFAULT;
 		spipe_put(&d->pipe, true);
 	}
@@ -725,6 +802,27 @@ static bool write_count(int fd, uint64_t *out)
 	return false;
 }
 
+/* Bytes TCP received on fd that left its receive queue (read by the daemon):
+ * bytes_received less SIOCINQ, read on both sides of the queue length like
+ * write_count. Only before the socket has a psock: then SIOCINQ reads 0. */
+static bool read_count(int fd, uint64_t *out)
+{
+	for (int tries = 0; tries < 100; tries++) {
+		struct tcp_info a, b;
+		socklen_t la = sizeof(a), lb = sizeof(b);
+		int inq = 0;
+		if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &a, &la) != 0 ||
+		    ioctl(fd, SIOCINQ, &inq) != 0 ||
+		    getsockopt(fd, IPPROTO_TCP, TCP_INFO, &b, &lb) != 0)
+			return false;
+		if (a.tcpi_bytes_received == b.tcpi_bytes_received) {
+			*out = a.tcpi_bytes_received - (uint64_t)inq;
+			return true;
+		}
+	}
+	return false;
+}
+
 /* Has everything the program redirected reached dst's send queue? Until it
  * has, a byte written by the daemon would overtake it. */
 static bool kernel_drained(struct dir *d)
@@ -743,7 +841,17 @@ static void on_drain_poll(evutil_socket_t fd, short what, void *arg)
 
 	if (d->k->drain_us < DRAIN_POLL_MAX_US)
 		d->k->drain_us *= 2;
+	/* look at the source again too: what the kernel still owed this
+	 * direction (passed bytes, the end) may have come without an edge */
+	if (!d->k->kernel)
+		d->src->readable = true;
 	step(relay_of(d->src)); /* both directions: this one, and whatever it unblocks */
+}
+
+static void arm_drain_poll(struct dir *d)
+{
+	struct timeval tv = {0, (suseconds_t)d->k->drain_us};
+	evtimer_add(d->k->drain_ev, &tv);
 }
 
 static void hold(struct dir *d)
@@ -755,21 +863,27 @@ static void hold(struct dir *d)
 
 /* Give the direction back to the verdict program: only when every byte it
  * passed up was read and written on, and dst's queue holds all it
- * redirected. "Every byte passed up was read" is a count, not a moment:
- * a passed skb can wait in the kernel's backlog work (the source's receive
- * memory was full) after a recv() here already returned EAGAIN, so the
- * program redirects again only while its passed count equals resume_at, the
- * count read here. Bytes that arrive meanwhile raise passed above it and
- * keep being passed until the next resume. */
+ * redirected (the caller checked both). "Every byte passed up was read" is a
+ * count, not a moment: a passed skb can wait in the kernel's backlog work
+ * (the source's receive memory was full) after a recv() here already
+ * returned EAGAIN, so the program redirects again only while its passed
+ * count equals resume_at, the count read here. Bytes that arrive meanwhile
+ * raise passed above it and keep being passed until the next resume. False
+ * while passed bytes are still on their way up (their read edge brings us
+ * back). */
 static bool try_resume(struct dir *d)
 {
 	struct kdir *k = d->k;
-
-	if (!pull(d, false))
-		return false;
-	if (buf_len(d) > 0 || d->src->eof)
-		return true; /* more to write first */
 	uint64_t passed = k->m->passed;
+	struct tcp_info ti;
+
+	if (tcp_info_of(d->src->fd, &ti) && fin_received(&ti)) {
+		/* the source has ended: nothing more for the program to
+		 * redirect; wait here for the rest (sockmap_src_ended) */
+		arm_drain_poll(d);
+		return false;
+	}
+
 	if (passed != k->taken) {
 		if (passed < k->taken && !k->pinned) {
 			/* read a byte the program never saw: counting is off,
@@ -781,10 +895,10 @@ static bool try_resume(struct dir *d)
 			        dir_name(relay_of(d->src), d), (unsigned long long)k->taken,
 			        (unsigned long long)passed);
 		}
-		return true; /* the rest is on its way up: wait for it */
+		return false;
 	}
 	if (!write_count(d->dst->fd, &k->r0))
-		return true;
+		return false;
 	k->red0 = k->m->redirected;
 	k->m->resume_at = passed;
 	k->m->rebase = 1;
@@ -807,16 +921,19 @@ static int needs_daemon(struct dir *d)
 	if (d->k->m->passed != d->k->taken)
 		return 1;
 	ssize_t n = recv(d->src->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-	if (n < 0 && (errno == EAGAIN || errno == EINTR))
-		return 0;
 	if (n < 0 && errno == EPIPE) {
 		/* the kernel's note that it could not forward the other leg's
-		 * FIN to this socket (sockmap_epipe); the peek read it off */
+		 * FIN to this socket (sockmap_epipe). The peek read it off;
+		 * what it hid (this socket's own end, say) is behind it, and
+		 * its edge has passed: look again */
 		log_msg(LOG_DEBUG, "relay-kernel",
 		        "dir=%s note=\"EPIPE from a redirected end of stream, ignored\"",
 		        dir_name(relay_of(d->src), d));
-		return 0;
+		n = recv(d->src->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
 	}
+	struct tcp_info ti;
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return tcp_info_of(d->src->fd, &ti) && fin_received(&ti) ? 1 : 0;
 	if (n < 0 && errno == ECONNRESET) {
 		reset_seen(relay_of(d->src), d->src);
 		return -1;
@@ -826,8 +943,9 @@ static int needs_daemon(struct dir *d)
 
 static bool step_sockmap(struct dir *d)
 {
-	struct leg *src = d->src;
+	struct leg *src = d->src, *dst = d->dst;
 	struct kdir *k = d->k;
+	uint64_t start = d->count;
 
 	if (k->kernel) {
 		if (!src->readable)
@@ -842,22 +960,38 @@ static bool step_sockmap(struct dir *d)
 		hold(d);
 	}
 	/* held: read what was passed up (bounded), wait for the kernel's
-	 * queue to reach dst, write, then resume */
-	if (can_read(src) && !pull(d, false))
-		return false;
-	if (!kernel_drained(d)) {
-		struct timeval tv = {0, (suseconds_t)k->drain_us};
-		evtimer_add(k->drain_ev, &tv);
+	 * queue to reach dst, write, and once nothing is left give the
+	 * direction back; loop, since no new edge comes for a socket that
+	 * still has bytes or room */
+	for (;;) {
+		if (buf_len(d) < USER_BUFFER && can_read(src) && !pull(d, false))
+			return false;
+		if (!kernel_drained(d)) {
+			arm_drain_poll(d);
+			return true;
+		}
+		k->drain_us = DRAIN_POLL_MIN_US;
+		if (buf_len(d) > 0) {
+			if (!can_write(dst))
+				return true; /* its write edge brings us back */
+			if (!push(d))
+				return false;
+			if (buf_len(d) > 0)
+				return true;
+			if (d->count - start >= WAKE_BUDGET) {
+				resume_later(relay_of(src));
+				return true;
+			}
+			continue; /* more may have been passed up meanwhile */
+		}
+		drop_empty_buf(d);
+		if (src->eof || k->pinned)
+			return true; /* the end is forwarded by step() */
+		if (can_read(src))
+			continue;
+		try_resume(d);
 		return true;
 	}
-	k->drain_us = DRAIN_POLL_MIN_US;
-	if (!push(d))
-		return false;
-	if (buf_len(d) > 0)
-		return true;
-	if (src->eof || k->pinned)
-		return true; /* the end is forwarded by step() */
-	return try_resume(d);
 }
 
 /* ---- both directions ---- */
@@ -1060,8 +1194,10 @@ static bool start_sockmap(struct relay *r, const struct relay_opts *opts)
 	drop_empty_buf(&r->down);
 	r->pair = calloc(1, sizeof(*r->pair));
 	struct kdir *k[2] = {calloc(1, sizeof(struct kdir)), calloc(1, sizeof(struct kdir))};
+	uint64_t rx0[2];
 	if (r->pair && k[0] && k[1] && buf_len(&r->up) == 0 && buf_len(&r->down) == 0 &&
 	    write_count(r->b.fd, &r0[0]) && write_count(r->c.fd, &r0[1]) &&
+	    read_count(r->c.fd, &rx0[0]) && read_count(r->b.fd, &rx0[1]) &&
 	    sockmap_pair_add(r->pair, r->c.fd, r->b.fd, limit, err, sizeof(err))) {
 		for (int i = 0; i < 2; i++) {
 			ds[i]->engine = ENGINE_SOCKMAP;
@@ -1069,6 +1205,7 @@ static bool start_sockmap(struct relay *r, const struct relay_opts *opts)
 			k[i]->m = r->pair->dir[i];
 			k[i]->kernel = true;
 			k[i]->r0 = r0[i];
+			k[i]->rx0 = rx0[i];
 			k[i]->drain_us = DRAIN_POLL_MIN_US;
 			k[i]->drain_ev = evtimer_new(r->base, on_drain_poll, ds[i]);
 			if (!k[i]->drain_ev) {

@@ -73,9 +73,9 @@ static inline void stream_fill(uint64_t key, uint64_t off, uint8_t *out, size_t 
 
 struct stream_check {
 	uint64_t key;
-	uint64_t off;      /* bytes seen so far */
-	bool bad;          /* a byte differed */
-	uint64_t bad_at;   /* offset of the first differing byte */
+	uint64_t off;               /* bytes seen so far */
+	bool bad;                   /* a byte differed */
+	uint64_t bad_at;            /* offset of the first differing byte */
 	uint8_t win[STREAM_WINDOW]; /* what arrived from bad_at on */
 	size_t win_len;
 };

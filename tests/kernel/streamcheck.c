@@ -8,6 +8,7 @@
  *                      [slow reader options]
  *   slow reader:       [--rcvbuf BYTES] [--pause-ms MS --pause-every BYTES]
  *   TLS:               [--tls-version 1.2|1.3] [--cipher NAME]
+ *                      [--key-update-at BYTES]  (1.3: a KeyUpdate after that many)
  *   streamcheck selftest   the checker finds and names injected faults
  *
  * The client connects (through the proxy under test), optionally logs in as
@@ -62,6 +63,7 @@ struct opts {
 	int count;
 	int timeout_s;
 	bool no_close_notify;
+	unsigned long long key_update_at; /* TLS 1.3: send a KeyUpdate after this many bytes */
 };
 
 struct end {
@@ -201,6 +203,7 @@ struct dirstate {
 struct result {
 	unsigned long long sent, received, expected;
 	bool eof, exact, timeout;
+	bool corrupt; /* a byte that arrived was wrong (not just missing) */
 	char error[200];
 	char explain[300];
 	double seconds;
@@ -232,6 +235,7 @@ static void run_stream(struct end *e, const struct opts *o, uint64_t up_key, uin
 	bool fin_sent = false, eof = false;
 	double t0 = now_s(), pause_until = 0, deadline = t0 + o->timeout_s;
 	uint64_t next_pause = o->pause_every ? o->pause_every : UINT64_MAX;
+	bool key_updated = false;
 	uint64_t rnd = seed * 0x2545f4914f6cdd1dULL + 1;
 
 	(void)up_key;
@@ -247,7 +251,8 @@ static void run_stream(struct end *e, const struct opts *o, uint64_t up_key, uin
 		double t = now_s();
 		if (t > deadline) {
 			res->timeout = true;
-			snprintf(res->error, sizeof(res->error), "timed out after %d s", o->timeout_s);
+			snprintf(res->error, sizeof(res->error), "timed out after %d s",
+			         o->timeout_s);
 			break;
 		}
 		short want = 0;
@@ -255,10 +260,21 @@ static void run_stream(struct end *e, const struct opts *o, uint64_t up_key, uin
 		/* write */
 		if (sent < send_total || out_off < out_len) {
 			if (out_off == out_len) {
+				if (e->ssl && o->key_update_at && !key_updated &&
+				    sent >= o->key_update_at) {
+					/* RFC 8446 section 4.6.3; goes out with the next write */
+					if (SSL_key_update(e->ssl, SSL_KEY_UPDATE_NOT_REQUESTED) !=
+					    1)
+						ssl_die("SSL_key_update");
+					key_updated = true;
+				}
 				rnd = rnd * 6364136223846793005ULL + 1442695040888963407ULL;
 				size_t k = sizes[(rnd >> 33) % (sizeof(sizes) / sizeof(sizes[0]))];
 				if (k > send_total - sent)
 					k = (size_t)(send_total - sent);
+				if (o->key_update_at && !key_updated && sent < o->key_update_at &&
+				    k > o->key_update_at - sent)
+					k = (size_t)(o->key_update_at - sent);
 				stream_fill(up_key, sent, out, k);
 				out_len = k;
 				out_off = 0;
@@ -273,7 +289,8 @@ static void run_stream(struct end *e, const struct opts *o, uint64_t up_key, uin
 					n = 0;
 				else {
 					snprintf(res->error, sizeof(res->error),
-					         "TLS write failed after %llu bytes", (unsigned long long)sent);
+					         "TLS write failed after %llu bytes",
+					         (unsigned long long)sent);
 					break;
 				}
 			} else {
@@ -282,7 +299,8 @@ static void run_stream(struct end *e, const struct opts *o, uint64_t up_key, uin
 					want |= POLLOUT;
 					n = 0;
 				} else if (n < 0) {
-					snprintf(res->error, sizeof(res->error), "send after %llu bytes: %s",
+					snprintf(res->error, sizeof(res->error),
+					         "send after %llu bytes: %s",
 					         (unsigned long long)sent, strerror(errno));
 					break;
 				}
@@ -317,7 +335,8 @@ static void run_stream(struct end *e, const struct opts *o, uint64_t up_key, uin
 						n = -1;
 					} else {
 						char msg[160];
-						ERR_error_string_n(ERR_get_error(), msg, sizeof(msg));
+						ERR_error_string_n(ERR_get_error(), msg,
+						                   sizeof(msg));
 						snprintf(res->error, sizeof(res->error),
 						         "TLS read failed after %llu bytes: %s",
 						         (unsigned long long)chk.off, msg);
@@ -331,7 +350,8 @@ static void run_stream(struct end *e, const struct opts *o, uint64_t up_key, uin
 				if (n < 0 && errno == EAGAIN) {
 					want |= POLLIN;
 				} else if (n < 0) {
-					snprintf(res->error, sizeof(res->error), "recv after %llu bytes: %s",
+					snprintf(res->error, sizeof(res->error),
+					         "recv after %llu bytes: %s",
 					         (unsigned long long)chk.off, strerror(errno));
 					break;
 				}
@@ -362,9 +382,10 @@ static void run_stream(struct end *e, const struct opts *o, uint64_t up_key, uin
 	res->sent = sent;
 	res->received = chk.off;
 	res->eof = eof;
+	res->corrupt = chk.bad;
 	stream_explain(&chk, res->explain, sizeof(res->explain));
-	res->exact = !res->error[0] && sent == send_total && eof && !chk.bad &&
-	             chk.off == recv_total;
+	res->exact =
+	        !res->error[0] && sent == send_total && eof && !chk.bad && chk.off == recv_total;
 	if (!res->error[0] && !chk.bad && chk.off != recv_total)
 		snprintf(res->explain, sizeof(res->explain),
 		         "%llu bytes arrived, %llu expected (every byte that came was right)",
@@ -373,11 +394,12 @@ static void run_stream(struct end *e, const struct opts *o, uint64_t up_key, uin
 
 static void print_result(const char *role, int client_port, const struct result *r)
 {
-	printf("{\"role\": \"%s\", \"client_port\": %d, \"exact\": %s, \"sent\": %llu, "
-	       "\"received\": %llu, \"expected\": %llu, \"eof\": %s, \"seconds\": %.3f, "
-	       "\"explain\": \"%s\", \"error\": \"%s\"}\n",
-	       role, client_port, r->exact ? "true" : "false", r->sent, r->received, r->expected,
-	       r->eof ? "true" : "false", r->seconds, r->explain, r->error);
+	printf("{\"role\": \"%s\", \"client_port\": %d, \"exact\": %s, \"corrupt\": %s, "
+	       "\"sent\": %llu, \"received\": %llu, \"expected\": %llu, \"eof\": %s, "
+	       "\"seconds\": %.3f, \"explain\": \"%s\", \"error\": \"%s\"}\n",
+	       role, client_port, r->exact ? "true" : "false", r->corrupt ? "true" : "false",
+	       r->sent, r->received, r->expected, r->eof ? "true" : "false", r->seconds, r->explain,
+	       r->error);
 	fflush(stdout);
 }
 
@@ -427,7 +449,8 @@ static int serve_one(int fd, const struct opts *o, SSL_CTX *ctx)
 			char reply[256];
 			if (strcasecmp(cmd, "CAPABILITY") == 0) {
 				snprintf(reply, sizeof(reply),
-				         "* CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN ID\r\n%s OK done\r\n",
+				         "* CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN ID\r\n%s OK "
+				         "done\r\n",
 				         tag);
 			} else if (strcasecmp(cmd, "ID") == 0) {
 				snprintf(reply, sizeof(reply), "* ID NIL\r\n%s OK done\r\n", tag);
@@ -439,8 +462,8 @@ static int serve_one(int fd, const struct opts *o, SSL_CTX *ctx)
 					wr(&e, "+ \r\n");
 					line(&e, l, sizeof(l));
 				}
-				snprintf(reply, sizeof(reply), "%s OK [CAPABILITY IMAP4rev1] in\r\n",
-				         tag);
+				snprintf(reply, sizeof(reply),
+				         "%s OK [CAPABILITY IMAP4rev1] in\r\n", tag);
 				wr(&e, reply);
 				break;
 			} else {
@@ -676,6 +699,8 @@ int main(int argc, char **argv)
 			o.count = atoi(v);
 		else if (ARG("--timeout"))
 			o.timeout_s = atoi(v);
+		else if (ARG("--key-update-at"))
+			o.key_update_at = strtoull(v, NULL, 0);
 		else
 			usage();
 #undef ARG

@@ -185,3 +185,31 @@ def test_tls_legs_default_path_256mib_each_way_slow_readers(proxy, pki, version,
         ["--connect", f"{PROXY_ADDR}:{IMAPS}", "--imap-login", "--ca", pki.ca_file, "--sni",
          "mail.proxy.test"] + tls + SLOW)
     check(proxy, mark, client, server, diag, want)
+
+
+def test_tls13_key_update_from_the_backend(proxy, pki):
+    """RFC 8446 section 4.6.3: a peer may update its sending keys at any time. In
+    OpenSSL (no kTLS) the relay follows it and the stream stays exact. With kernel TLS
+    receive the Debian 6.1 and 6.12 kernels cannot take new keys (a second TLS_RX is
+    refused with EBUSY, see test_kernel_features.py): the session must end, with a
+    session line that says why, and every byte forwarded before it must be right."""
+    kernel = probe_ktls() is None
+    mark = proxy.log_size()
+    tls = ["--tls", "--tls-version", "1.3", "--cipher", "TLS_AES_128_GCM_SHA256"]
+    at = 5 * MIB
+    client, server, diag = run_pair(
+        ["--listen", f"{BACKEND_ADDR}:{TLS_BACKEND}", "--proxy-v2", "--imap", "--cert",
+         pki.backend[0], "--key", pki.backend[1], "--key-update-at", str(at)] + tls,
+        ["--connect", f"{PROXY_ADDR}:{IMAPS}", "--imap-login", "--ca", pki.ca_file, "--sni",
+         "mail.proxy.test"] + tls, timeout=120)
+    assert client and server, diag
+    assert not client["corrupt"] and not server["corrupt"], (client, server)
+    line = proxy.session_line(client["client_port"], since=mark)
+    if not kernel:
+        assert client["exact"] and server["exact"], (client, server, diag)
+        assert field(line, "path_down") == "userspace", line
+        return
+    assert field(line, "path_down") == "ktls-splice", line
+    assert field(line, "end") == "error", line
+    assert "KeyUpdate" in (field(line, "detail") or ""), line
+    assert not client["exact"] and client["received"] <= at, client

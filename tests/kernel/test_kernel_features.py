@@ -19,6 +19,7 @@ Parametrised by TLS version: select one with -k tls12 / -k tls13.
 
 import ctypes
 import errno
+import os
 import random
 import socket
 import struct
@@ -221,3 +222,46 @@ def test_ktls_rx_rejects_a_record_sealed_with_another_key(pair, version):
     with pytest.raises(OSError) as e:
         server.recv(4096)
     assert e.value.errno == errno.EBADMSG
+
+
+TLS_SET_RECORD_TYPE = 1  # linux/tls.h: cmsg types
+TLS_GET_RECORD_TYPE = 2
+# RFC 8446 section 4.6.3: KeyUpdate (24), length 1, update_not_requested
+KEY_UPDATE = b"\x18\x00\x00\x01\x00"
+
+
+def kernel_at_least(major, minor):
+    rel = os.uname().release.split("-")[0].split(".")
+    return (int(rel[0]), int(rel[1])) >= (major, minor)
+
+
+def test_tls13_key_update_reaches_user_space_and_rx_cannot_be_rekeyed(pair):
+    """What kernel TLS receive does with a TLS 1.3 KeyUpdate (ktls.h relies on it):
+    splice(2) refuses the record (EINVAL), recvmsg hands it over with
+    TLS_GET_RECORD_TYPE = handshake (22), and new receive keys are refused before
+    Linux 6.14 ("tls: implement rekey for TLS1.3" came with 6.14): a second TLS_RX
+    answers EBUSY, so a relay cannot follow the peer and must end the session."""
+    client, server = pair
+    for sock in (client, server):
+        set_ulp(sock)
+    set_key(client, TLS_TX, crypto_info(TLS_1_3_VERSION, 10))
+    set_key(server, TLS_RX, crypto_info(TLS_1_3_VERSION, 10))
+    client.sendmsg([KEY_UPDATE], [(SOL_TLS, TLS_SET_RECORD_TYPE, bytes([22]))])
+    client.sendall(b"after the update")
+    rd, wr = os.pipe()
+    try:
+        with pytest.raises(OSError) as e:
+            os.splice(server.fileno(), wr, 65536)
+        assert e.value.errno == errno.EINVAL
+    finally:
+        os.close(rd)
+        os.close(wr)
+    data, anc, _, _ = server.recvmsg(100, socket.CMSG_SPACE(1))
+    assert data == KEY_UPDATE
+    assert (SOL_TLS, TLS_GET_RECORD_TYPE, bytes([22])) in [(lv, t, d[:1]) for lv, t, d in anc]
+    if kernel_at_least(6, 14):
+        set_key(server, TLS_RX, crypto_info(TLS_1_3_VERSION, 11))
+    else:
+        with pytest.raises(OSError) as e:
+            set_key(server, TLS_RX, crypto_info(TLS_1_3_VERSION, 11))
+        assert e.value.errno == errno.EBUSY
