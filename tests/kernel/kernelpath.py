@@ -38,3 +38,19 @@ def probe_ktls():
         client.close()
         server.close()
     return None
+
+
+def peer_env(workdir, version, cipher, ca_file=None):
+    """The environment of a Python TLS peer process that must speak exactly `cipher`.
+    A TLS 1.3 suite can only be pinned through an OpenSSL configuration file (Python's
+    ssl module has no set_ciphersuites), which OpenSSL reads once per process."""
+    env = dict(os.environ)
+    if ca_file:
+        env["SSL_CERT_FILE"] = ca_file
+    if version == "1.3":
+        conf = os.path.join(workdir, f"openssl-{cipher}.cnf")
+        with open(conf, "w") as f:
+            f.write("openssl_conf = c\n[c]\nssl_conf = s\n[s]\nsystem_default = d\n"
+                    f"[d]\nCiphersuites = {cipher}\n")
+        env["OPENSSL_CONF"] = conf
+    return env

@@ -25,7 +25,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 from tests.harness.pki import Pki  # noqa: E402
-from tests.harness.proxy import CLIENT_ADDR, PROXY_ADDR, Proxy, connect  # noqa: E402
+from tests.harness.proxy import PROXY_ADDR, Proxy, connect  # noqa: E402
 from tests.harness.proxy import log_field as field  # noqa: E402
 from tests.harness.pump import pattern  # noqa: E402
 

@@ -24,6 +24,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
+from kernelpath import peer_env  # noqa: E402
 from tests.harness.pki import Pki  # noqa: E402
 from tests.harness.proxy import CLIENT_ADDR, PROXY_ADDR, Proxy  # noqa: E402
 from tests.harness.proxy import log_field as field  # noqa: E402
@@ -139,14 +140,7 @@ CASES = ([pytest.param("1.2", c, id="tls12-" + c) for c in TLS12] +
 
 @pytest.mark.parametrize("version,cipher", CASES)
 def test_tls_legs_byte_exact_through_the_proxy(proxy, pki, state, version, cipher):
-    env = dict(os.environ)
-    if version == "1.3":
-        # the only way to pin a TLS 1.3 suite for Python's ssl: the OpenSSL config
-        conf = os.path.join(state, f"openssl-{cipher}.cnf")
-        with open(conf, "w") as f:
-            f.write("openssl_conf = c\n[c]\nssl_conf = s\n[s]\nsystem_default = d\n"
-                    f"[d]\nCiphersuites = {cipher}\n")
-        env["OPENSSL_CONF"] = conf
+    env = peer_env(state, version, cipher)
     mark = proxy.log_size()
     total = 4 * MIB
     r = subprocess.run(

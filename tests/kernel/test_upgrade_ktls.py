@@ -20,6 +20,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
+from kernelpath import peer_env  # noqa: E402
 from tests.harness.pki import Pki  # noqa: E402
 from tests.harness.proxy import CLIENT_ADDR, DAEMON, PROXY_ADDR  # noqa: E402
 from tests.harness.proxy import log_field as field  # noqa: E402
@@ -99,14 +100,7 @@ def test_idle_imaps_session_survives_an_upgrade(state, pki, version, cipher):
     p = Upgradable(d, "up", cfg, env={"SSL_CERT_FILE": pki.ca_file})
     p.start()
     try:
-        env = dict(os.environ)
-        env["SSL_CERT_FILE"] = pki.ca_file
-        if version == "1.3":
-            conf = os.path.join(d, "openssl.cnf")
-            with open(conf, "w") as f:
-                f.write("openssl_conf = c\n[c]\nssl_conf = s\n[s]\nsystem_default = d\n"
-                        f"[d]\nCiphersuites = {cipher}\n")
-            env["OPENSSL_CONF"] = conf
+        env = peer_env(d, version, cipher, pki.ca_file)
         old = p.pid
         mark = p.log_size()
         r = subprocess.run(

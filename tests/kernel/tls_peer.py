@@ -51,7 +51,10 @@ def context(side, version, cipher, cert=None, key=None, ca=None):
     return ctx
 
 
-def backend(listener, ctx, out):
+def accept_tls(listener, ctx, out):
+    """The backend end of a proxied session: accept, read the PROXY v2 header in the
+    clear, then TLS; records what was negotiated in out. Returns the socket and an
+    unbuffered file on it."""
     raw, _ = listener.accept()
     raw.settimeout(120)
     head = exact(raw, 16)
@@ -59,7 +62,11 @@ def backend(listener, ctx, out):
     s = ctx.wrap_socket(raw, server_side=True)
     out["backend_cipher"] = s.cipher()[0]
     out["backend_version"] = s.version()
-    f = s.makefile("rwb", buffering=0)
+    return s, s.makefile("rwb", buffering=0)
+
+
+def backend(listener, ctx, out):
+    s, f = accept_tls(listener, ctx, out)
     s.sendall(b"* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN ID] test backend\r\n")
     while True:
         line = f.readline()

@@ -20,35 +20,12 @@ import json
 import random
 import re
 import socket
-import ssl
-import struct
 import subprocess
 import sys
 import threading
 import time
 
-
-def exact(s, n):
-    b = b""
-    while len(b) < n:
-        c = s.recv(n - len(b))
-        if not c:
-            raise EOFError("closed during the PROXY header")
-        b += c
-    return b
-
-
-def context(side, version, cipher, cert=None, key=None, ca=None):
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if side == "server" else ssl.PROTOCOL_TLS_CLIENT)
-    v = ssl.TLSVersion.TLSv1_2 if version == "1.2" else ssl.TLSVersion.TLSv1_3
-    ctx.minimum_version = ctx.maximum_version = v
-    if version == "1.2":
-        ctx.set_ciphers(cipher)
-    if side == "server":
-        ctx.load_cert_chain(cert, key)
-    else:
-        ctx.load_verify_locations(ca)
-    return ctx
+from tls_peer import accept_tls, context
 
 
 def message(size, seed):
@@ -73,14 +50,7 @@ def alive(pid):
 
 
 def backend(listener, ctx, msg, out):
-    raw, _ = listener.accept()
-    raw.settimeout(120)
-    head = exact(raw, 16)
-    exact(raw, struct.unpack("!H", head[14:16])[0])
-    s = ctx.wrap_socket(raw, server_side=True)
-    out["backend_cipher"] = s.cipher()[0]
-    out["backend_version"] = s.version()
-    f = s.makefile("rwb", buffering=0)
+    s, f = accept_tls(listener, ctx, out)
     s.sendall(b"* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN ID IDLE] test backend\r\n")
     while True:
         line = f.readline()
