@@ -10,8 +10,8 @@ stderr) before and after:
 
   plain       plain client leg, plain backend leg (path splice)
   tls         TLS 1.3 client leg, plain backend leg (OpenSSL in user space without kTLS;
-              on a kTLS kernel the client leg goes to the kernel and its SSL stays
-              because the backend leg is plain: only the receive key is the daemon's)
+              on a kTLS kernel the client leg goes to the kernel, receive keyed by the
+              daemon, and the SSL object is freed at the hand-over)
   tls-both    TLS 1.3 on both legs (kTLS both ways on a kTLS kernel: the SSL objects
               are freed at the hand-over)
 
