@@ -781,46 +781,41 @@ static bool step_splice(struct dir *d)
 
 /* ---- sockmap engine ---- */
 
-/* Bytes ever written into fd's send queue: acked + still queued. Read the
- * acked count on both sides of the queue length; an ACK in between would
- * make the sum wrong, so retry until it did not move. */
-static bool write_count(int fd, uint64_t *out)
+/* A TCP byte counter joined with its queue's length: bytes_acked + SIOCOUTQ
+ * (sent), or bytes_received - SIOCINQ (received). The counter is read on both
+ * sides of the queue length; an ACK or an arrival in between would make the
+ * sum wrong, so retry until it did not move. */
+static bool tcp_count(int fd, bool sent, uint64_t *out)
 {
 	for (int tries = 0; tries < 100; tries++) {
 		struct tcp_info a, b;
 		socklen_t la = sizeof(a), lb = sizeof(b);
-		int outq = 0;
+		int q = 0;
 		if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &a, &la) != 0 ||
-		    ioctl(fd, SIOCOUTQ, &outq) != 0 ||
+		    ioctl(fd, sent ? SIOCOUTQ : SIOCINQ, &q) != 0 ||
 		    getsockopt(fd, IPPROTO_TCP, TCP_INFO, &b, &lb) != 0)
 			return false;
-		if (a.tcpi_bytes_acked == b.tcpi_bytes_acked) {
-			*out = a.tcpi_bytes_acked + (uint64_t)outq;
+		uint64_t ca = sent ? a.tcpi_bytes_acked : a.tcpi_bytes_received;
+		uint64_t cb = sent ? b.tcpi_bytes_acked : b.tcpi_bytes_received;
+		if (ca == cb) {
+			*out = sent ? ca + (uint64_t)q : ca - (uint64_t)q;
 			return true;
 		}
 	}
 	return false;
 }
 
-/* Bytes TCP received on fd that left its receive queue (read by the daemon):
- * bytes_received less SIOCINQ, read on both sides of the queue length like
- * write_count. Only before the socket has a psock: then SIOCINQ reads 0. */
+/* Bytes ever written into fd's send queue: acked + still queued. */
+static bool write_count(int fd, uint64_t *out)
+{
+	return tcp_count(fd, true, out);
+}
+
+/* Bytes TCP received on fd that left its receive queue (read by the daemon).
+ * Only before the socket has a psock: then SIOCINQ reads 0. */
 static bool read_count(int fd, uint64_t *out)
 {
-	for (int tries = 0; tries < 100; tries++) {
-		struct tcp_info a, b;
-		socklen_t la = sizeof(a), lb = sizeof(b);
-		int inq = 0;
-		if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &a, &la) != 0 ||
-		    ioctl(fd, SIOCINQ, &inq) != 0 ||
-		    getsockopt(fd, IPPROTO_TCP, TCP_INFO, &b, &lb) != 0)
-			return false;
-		if (a.tcpi_bytes_received == b.tcpi_bytes_received) {
-			*out = a.tcpi_bytes_received - (uint64_t)inq;
-			return true;
-		}
-	}
-	return false;
+	return tcp_count(fd, false, out);
 }
 
 /* Has everything the program redirected reached dst's send queue? Until it
