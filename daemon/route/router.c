@@ -92,16 +92,16 @@ static void cache_clear(struct mapping_cache *c)
 		cache_drop(c, c->head);
 }
 
-bool router_init(struct router *r, const char *path, const struct account_rules *rules,
-                 const char *const *dest_names, size_t n_dests, int default_dest,
-                 uint64_t positive_ttl_ms, uint64_t negative_ttl_ms, size_t cache_max, char *err,
-                 size_t errlen)
+/* What a router with the mapping file and one with a remote store share:
+ * locks, the account rules and destinations, the cache. */
+static void init_common(struct router *r, const struct account_rules *rules,
+                        const char *const *dest_names, size_t n_dests, int default_dest,
+                        uint64_t positive_ttl_ms, uint64_t negative_ttl_ms, size_t cache_max)
 {
 	memset(r, 0, sizeof(*r));
 	pthread_rwlock_init(&r->lock, NULL);
 	pthread_mutex_init(&r->cache_lock, NULL);
 	pthread_mutex_init(&r->write_lock, NULL);
-	r->file.path = xstrdup(path);
 	r->file.rules = rules;
 	r->file.dest_names = dest_names;
 	r->file.n_dests = n_dests;
@@ -112,6 +112,16 @@ bool router_init(struct router *r, const char *path, const struct account_rules 
 	r->cache.negative_ttl_ms = negative_ttl_ms;
 	r->default_dest = default_dest;
 	r->clock_ms = now_ms;
+}
+
+bool router_init(struct router *r, const char *path, const struct account_rules *rules,
+                 const char *const *dest_names, size_t n_dests, int default_dest,
+                 uint64_t positive_ttl_ms, uint64_t negative_ttl_ms, size_t cache_max, char *err,
+                 size_t errlen)
+{
+	init_common(r, rules, dest_names, n_dests, default_dest, positive_ttl_ms, negative_ttl_ms,
+	            cache_max);
+	r->file.path = xstrdup(path);
 	if (!mapping_file_load(&r->file, err, errlen)) {
 		router_free(r);
 		return false;
@@ -124,20 +134,8 @@ void router_init_remote(struct router *r, struct store *st, const struct account
                         uint64_t positive_ttl_ms, uint64_t negative_ttl_ms, size_t cache_max,
                         uint64_t lookup_timeout_ms)
 {
-	memset(r, 0, sizeof(*r));
-	pthread_rwlock_init(&r->lock, NULL);
-	pthread_mutex_init(&r->cache_lock, NULL);
-	pthread_mutex_init(&r->write_lock, NULL);
-	r->file.rules = rules;
-	r->file.dest_names = dest_names;
-	r->file.n_dests = n_dests;
-	strmap_init(&r->file.table);
-	strmap_init(&r->cache.index);
-	r->cache.max_entries = cache_max;
-	r->cache.positive_ttl_ms = positive_ttl_ms;
-	r->cache.negative_ttl_ms = negative_ttl_ms;
-	r->default_dest = default_dest;
-	r->clock_ms = now_ms;
+	init_common(r, rules, dest_names, n_dests, default_dest, positive_ttl_ms, negative_ttl_ms,
+	            cache_max);
 	r->store = st;
 	r->lookup_timeout_ms = lookup_timeout_ms;
 }

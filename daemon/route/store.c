@@ -835,6 +835,22 @@ struct expired {
 	uint64_t latency_us;
 };
 
+/* Appends e, growing the array; false (nothing appended) when memory ran out:
+ * that request then waits for the next tick. */
+static bool expired_add(struct expired **ex, size_t *n, size_t *cap, struct expired e)
+{
+	if (*n == *cap) {
+		size_t ncap = *cap ? *cap * 2 : 16;
+		struct expired *grown = realloc(*ex, ncap * sizeof(*grown));
+		if (!grown)
+			return false;
+		*ex = grown;
+		*cap = ncap;
+	}
+	(*ex)[(*n)++] = e;
+	return true;
+}
+
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct store_loop *sl = arg;
@@ -848,15 +864,9 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 		for (struct store_req *r = sl->conns[i].inflight_head; r; r = r->next) {
 			if (!r->done || now - r->born_us <= limit_us)
 				continue;
-			if (nex == cap) {
-				size_t ncap = cap ? cap * 2 : 16;
-				struct expired *n = realloc(ex, ncap * sizeof(*n));
-				if (!n)
-					break;
-				ex = n;
-				cap = ncap;
-			}
-			ex[nex++] = (struct expired){r->done, r->arg, now - r->sent_us};
+			if (!expired_add(&ex, &nex, &cap,
+			                 (struct expired){r->done, r->arg, now - r->sent_us}))
+				break;
 			r->done = NULL; /* the reply, if it ever comes, is dropped */
 		}
 	}
@@ -864,15 +874,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 		next = r->next;
 		if (now - r->born_us <= limit_us)
 			continue;
-		if (nex == cap) {
-			size_t ncap = cap ? cap * 2 : 16;
-			struct expired *n = realloc(ex, ncap * sizeof(*n));
-			if (!n)
-				break;
-			ex = n;
-			cap = ncap;
-		}
-		ex[nex++] = (struct expired){r->done, r->arg, 0};
+		if (!expired_add(&ex, &nex, &cap, (struct expired){r->done, r->arg, 0}))
+			break;
 		queue_unlink(sl, r);
 		req_free(r);
 	}
