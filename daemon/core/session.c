@@ -110,6 +110,19 @@ static void free_legs(struct session *s)
 	s->client = s->backend = NULL;
 }
 
+/* The events only the login phase uses: the backend timer, the connect
+ * retry and the PROXY-header read. */
+static void free_login_events(struct session *s)
+{
+	if (s->btimer)
+		event_free(s->btimer);
+	if (s->retry)
+		event_free(s->retry);
+	if (s->pp_ev)
+		event_free(s->pp_ev);
+	s->btimer = s->retry = s->pp_ev = NULL;
+}
+
 /* The data path has both sockets: give back what only the login needed
  * (the protocol's state and its credentials, the legs, the login's timers
  * and strings), so that an idle relayed session costs little more than its
@@ -131,13 +144,7 @@ static void shed_login_state(evutil_socket_t fd, short what, void *arg)
 	s->addrs = NULL;
 	s->n_addrs = s->addr_next = 0;
 	drop_login_user(s);
-	if (s->btimer)
-		event_free(s->btimer);
-	if (s->retry)
-		event_free(s->retry);
-	if (s->pp_ev)
-		event_free(s->pp_ev);
-	s->btimer = s->retry = s->pp_ev = NULL;
+	free_login_events(s);
 	event_free(s->timer); /* this event: libevent allows it from its callback */
 	s->timer = NULL;
 }
@@ -164,12 +171,7 @@ static void on_end(evutil_socket_t fd, short what, void *arg)
 	free_legs(s);
 	if (s->timer)
 		event_free(s->timer);
-	if (s->btimer)
-		event_free(s->btimer);
-	if (s->retry)
-		event_free(s->retry);
-	if (s->pp_ev)
-		event_free(s->pp_ev);
+	free_login_events(s);
 	event_free(s->end_ev);
 	if (s->ops && s->ops->free)
 		s->ops->free(s);
