@@ -11,10 +11,15 @@ kTLS and a matrix that quietly skipped everything would prove nothing.
 """
 
 import os
+import sys
 
 import pytest
 
 from kernelpath import probe_ktls
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from tests.harness.pki import Pki  # noqa: E402
+from tests.harness.proxy import PROXY_ADDR  # noqa: E402
 
 REQUIRE_KTLS = os.environ.get("VMTEST_REQUIRE_KTLS", "") not in ("", "0")
 
@@ -39,3 +44,13 @@ def ktls():
     if line not in _summary_lines:
         _summary_lines.append(line)
     pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def pki(state):
+    """A CA, the proxy's certificate (mail.proxy.test and the proxy address) and the
+    backend's (backend.test), under the test module's own `state` directory."""
+    p = Pki(os.path.join(state, "pki"))
+    p.proxy = p.issue("mail.proxy.test", ["mail.proxy.test", PROXY_ADDR])
+    p.backend = p.issue("backend.test", ["backend.test"])
+    return p

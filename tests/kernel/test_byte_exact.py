@@ -25,7 +25,6 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 from kernelpath import probe_ktls  # noqa: E402
-from tests.harness.pki import Pki  # noqa: E402
 from tests.harness.proxy import CLIENT_ADDR, PROXY_ADDR, Proxy  # noqa: E402
 from tests.harness.proxy import log_field as field  # noqa: E402
 
@@ -98,14 +97,6 @@ def state(tmp_path_factory):
     d = tmp_path_factory.mktemp("byte-exact")
     os.chmod(d, 0o755)
     return str(d)
-
-
-@pytest.fixture(scope="module")
-def pki(state):
-    p = Pki(os.path.join(state, "pki"))
-    p.proxy = p.issue("mail.proxy.test", ["mail.proxy.test", PROXY_ADDR])
-    p.backend = p.issue("backend.test", ["backend.test"])
-    return p
 
 
 @pytest.fixture(scope="module")

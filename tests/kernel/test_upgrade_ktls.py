@@ -21,7 +21,6 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 from kernelpath import peer_env  # noqa: E402
-from tests.harness.pki import Pki  # noqa: E402
 from tests.harness.proxy import CLIENT_ADDR, DAEMON, PROXY_ADDR  # noqa: E402
 from tests.harness.proxy import log_field as field  # noqa: E402
 from tests.harness.upgrade import Upgradable, alive  # noqa: E402
@@ -76,14 +75,6 @@ def state():
     d = tempfile.mkdtemp(prefix="ms-kt-up-", dir="/tmp")
     os.chmod(d, 0o755)
     return d
-
-
-@pytest.fixture(scope="module")
-def pki(state):
-    p = Pki(os.path.join(state, "pki"))
-    p.proxy = p.issue("mail.proxy.test", ["mail.proxy.test", PROXY_ADDR])
-    p.backend = p.issue("backend.test", ["backend.test"])
-    return p
 
 
 CASES = [pytest.param("1.2", "ECDHE-ECDSA-AES128-GCM-SHA256", id="tls12-aes128gcm"),
