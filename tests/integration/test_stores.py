@@ -161,13 +161,39 @@ class Fleet:
         body, _, code = out.stdout.rpartition("\n")
         return int(code), body.strip()
 
+    def bus_received(self):
+        """Fleet events each node has received so far (its /metrics)."""
+        counts = []
+        for n in (1, 2):
+            code, body = self.curl(n, "GET", "/metrics")
+            assert code == 200, body
+            m = re.search(r'^mailsplice_bus_events_total\{direction="received"\} (\d+)$', body,
+                          re.M)
+            counts.append(int(m.group(1)) if m else 0)
+        return counts
+
+    def wait_bus_quiet(self, quiet=0.5, timeout=10):
+        """Until no node has received a fleet event for `quiet` seconds: what a test wrote
+        (the trigger's NOTIFYs, an invalidation fanned out by node 1) has arrived and
+        cannot empty a cache entry the test fills next."""
+        deadline = time.monotonic() + timeout
+        last, since = self.bus_received(), time.monotonic()
+        while time.monotonic() - since < quiet:
+            assert time.monotonic() < deadline, "fleet events kept arriving"
+            time.sleep(0.1)
+            now = self.bus_received()
+            if now != last:
+                last, since = now, time.monotonic()
+
     def set_row(self, account, dest):
-        """Written straight into the store, as redis-cli or psql would."""
+        """Written straight into the store, as redis-cli or psql would (PostgreSQL's
+        trigger then tells every node, which drops its cache entry)."""
         if self.kind == "redis":
             self.store.cli("SET", f"route:{account}", dest)
         else:
             self.store.psql(f"INSERT INTO routes VALUES ('{account}', '{dest}') ON CONFLICT "
                             f"(identifier) DO UPDATE SET destination = EXCLUDED.destination")
+            self.wait_bus_quiet()
 
     def row(self, account):
         if self.kind == "redis":
@@ -183,6 +209,7 @@ class Fleet:
         for u in USERS:
             assert self.curl(1, "POST", f"/connections/delay?identifier={u}&seconds=0")[0] == 200
         assert self.curl(1, "POST", "/cache/invalidate") == (200, "ok")
+        self.wait_bus_quiet()
 
     def fresh_relay(self):
         """A new relay for node 2: the old one's connections (frozen, or holding delayed
