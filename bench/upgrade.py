@@ -14,7 +14,6 @@ import os
 import re
 import resource
 import shutil
-import socket
 import sys
 import tempfile
 import threading

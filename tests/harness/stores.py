@@ -18,7 +18,6 @@ state outside their directory and log to a file in it. missing_prerequisites() s
 cannot run here (the tests then skip with that reason).
 """
 
-import grp
 import os
 import pwd
 import shutil

@@ -17,13 +17,12 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import time
 
 import pytest
 
-from tests.harness.proxy import CLIENT_ADDR, PROXY_ADDR, Proxy, ProxyError, connect
+from tests.harness.proxy import CLIENT_ADDR, PROXY_ADDR, Proxy, connect
 from tests.harness.stores import (DelayRelay, PostgresServer, RedisServer,
                                   missing_prerequisites)
 
@@ -717,7 +716,6 @@ def test_admin_endpoints_against_the_store(fl):
     # a delay through node 1 holds logins on node 2
     assert fl.curl(1, "POST", "/connections/delay?identifier=dave&seconds=600") == (200, "ok")
     mark = fl.node(2).log_size()
-    t0 = time.monotonic()
     s = connect(ports(2)["imap"])
     f = s.makefile("rwb")
     f.readline()
